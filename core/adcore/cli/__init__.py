@@ -1,0 +1,1 @@
+"""The ``adcore`` command line: one module per command, heavy imports inside commands."""

@@ -1,0 +1,57 @@
+"""``adcore run``: fit, calibrate, evaluate and write results for one detector."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+
+def parse_set(values: tuple[str, ...]) -> dict[str, str]:
+    """``key=value`` strings from ``--set`` as a dict (one clear error for a malformed one)."""
+    from adcore.errors import ConfigError
+
+    parsed = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value; got {item!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+@click.command()
+@click.option("--detector", "-d", required=True, help="Detector name (see `adcore list detectors`).")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Data set root in MVTec AD layout; default: the built-in synthetic set.")
+@click.option("--dataset", default=None, help="Data set reader (default: folder with --data, else synthetic).")
+@click.option("--category", "-c", "categories", multiple=True, help="Category to run (repeatable; default all).")
+@click.option("--backbone", default=None, help="Backbone name (see `adcore list backbones`).")
+@click.option("--backbone-weights", default=None, type=click.Path(path_type=Path),
+              help="Weights file for the backbone (offline use of timm backbones).")
+@click.option("--image-size", default=256, show_default=True, type=int, help="Images are resized to this square.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Detector parameter (repeatable).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--holdout", default=0.1, show_default=True, type=float,
+              help="Share of train/good held out for thresholds when there is no validation/good (0 disables).")
+@click.option("--out", default=Path("results"), show_default=True, type=click.Path(path_type=Path))
+@click.option("--no-panels", is_flag=True, help="Skip the per-image panel PNGs.")
+def run(detector: str, data: Path | None, dataset: str | None, categories: tuple[str, ...], backbone: str | None,
+        backbone_weights: Path | None, image_size: int, assignments: tuple[str, ...], seed: int, holdout: float,
+        out: Path, no_panels: bool) -> None:
+    """Fit DETECTOR on train/good, calibrate thresholds, evaluate on test and write results."""
+    from adcore.runner import RunOptions, format_table
+    from adcore.runner import run as run_job
+
+    values = parse_set(assignments)
+    if backbone_weights is not None:
+        values["backbone_weights"] = str(backbone_weights)
+    options = RunOptions(detector=detector, data=data, dataset=dataset, categories=categories, backbone=backbone,
+                         image_size=image_size, assignments=values, seed=seed, out=out, holdout=holdout,
+                         panels=not no_panels, command=shlex.join(["adcore", *sys.argv[1:]]))
+    results = run_job(options, echo=click.echo)
+    click.echo("")
+    click.echo(format_table(results))
+    click.echo(f"\nResults in {out / detector}/")

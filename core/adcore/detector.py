@@ -1,0 +1,251 @@
+"""The detector contract: a small estimator API in the spirit of scikit-learn.
+
+Parameters live in an attrs config validated at construction; ``fit`` returns
+the detector; fitted state lives in attributes ending in ``_``; ``predict``
+returns a :class:`Prediction` record; ``save``/``load`` use safetensors and
+JSON, so loading a model never executes code.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+import numpy as np
+import torch
+
+from adcore import __version__
+from adcore.config import as_json_dict, build, from_json_dict, in_range, positive_int
+from adcore.errors import ConfigError, DataError, ModelFileError, NotFittedError
+from adcore.progress import track_batches
+
+Images = torch.Tensor | Iterable[torch.Tensor]
+D = TypeVar("D", bound="Detector")
+MODEL_FORMAT = "adcore-model"
+MODEL_FORMAT_VERSION = 1
+TENSORS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@attrs.define(kw_only=True)
+class DetectorConfig:
+    """Parameters every detector has; plugins subclass this with their own fields."""
+
+    seed: int = attrs.field(default=0, validator=in_range(0))
+    batch_size: int = attrs.field(default=32, validator=positive_int)
+    device: str = "cpu"
+
+
+@attrs.frozen
+class Prediction:
+    """What ``predict`` returns.
+
+    Attributes:
+        scores: (N,) float32 image anomaly scores; higher means more anomalous.
+        anomaly_maps: (N, H, W) float32 maps at the input resolution.
+    """
+
+    scores: np.ndarray
+    anomaly_maps: np.ndarray
+
+
+class Detector(abc.ABC):
+    """Base class of every anomaly detector.
+
+    Subclasses set ``name`` and ``Config`` and implement ``_fit``,
+    ``_predict_batch``, ``_get_state`` and ``_set_state``.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[DetectorConfig]] = DetectorConfig
+    #: Capability tags read by the conformance kit (like scikit-learn's tags).
+    tags: ClassVar[Mapping[str, Any]] = {"trainable": False}
+
+    def __init__(self, config: DetectorConfig | None = None, **params: Any) -> None:
+        if config is None:
+            config = build(self.Config, params)
+        elif params:
+            config = build(self.Config, {**as_json_dict(config), **params})
+        if not isinstance(config, self.Config):
+            raise ConfigError(f"{type(self).__name__} expects a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.fitted_ = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    # -- public API ------------------------------------------------------
+    def fit(self: D, images: Images) -> D:
+        """Learn what normal looks like from normal images only.
+
+        Args:
+            images: a (N, 3, H, W) float tensor in [0, 1], or an iterable of such
+                batches (re-iterable if the detector makes several passes).
+
+        Returns:
+            The fitted detector itself.
+        """
+        batches, count = _as_batches(images, self.config.batch_size)
+        if count == 0:
+            raise DataError("cannot fit on an empty training set")
+        torch.manual_seed(self.config.seed)
+        self._fit(batches, count)
+        self.fitted_ = True
+        return self
+
+    def predict(self, images: Images, progress: str | None = "predict") -> Prediction:
+        """Score images and localise anomalies.
+
+        Args:
+            images: as for :meth:`fit`.
+            progress: label of the progress bar, or None for no bar.
+
+        Returns:
+            Scores (N,) and anomaly maps (N, H, W) at the input resolution.
+        """
+        self._check_fitted("predict")
+        batches, count = _as_batches(images, self.config.batch_size)
+        if progress is not None:
+            batches = track_batches(batches, count, progress)
+        scores, maps = [], []
+        with torch.no_grad():
+            for batch in batches:
+                batch_scores, batch_maps = self._predict_batch(batch.to(self.config.device).float())
+                scores.append(batch_scores.float().cpu().numpy())
+                maps.append(batch_maps.float().cpu().numpy())
+        if not scores:
+            return Prediction(np.zeros(0, np.float32), np.zeros((0, 0, 0), np.float32))
+        return Prediction(np.concatenate(scores), np.concatenate(maps))
+
+    def save(self, folder: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into ``folder``, atomically.
+
+        Args:
+            folder: target folder; replaced as a whole if it exists.
+            metadata: JSON-serialisable extras (thresholds, image size, ...).
+        """
+        from safetensors.torch import save_file
+
+        self._check_fitted("save")
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self._get_state().items()}
+            save_file(tensors, str(tmp / TENSORS_FILE))
+            document = {
+                "format": MODEL_FORMAT,
+                "format_version": MODEL_FORMAT_VERSION,
+                "detector": self.name,
+                "adcore_version": __version__,
+                **_plugin_of(type(self)),
+                "config": as_json_dict(self.config),
+                "metadata": dict(metadata or {}),
+            }
+            (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n")
+            _replace_dir(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Detector:
+        """Load a saved detector (of this class or, from ``Detector``, any registered one)."""
+        detector, _ = load_model(folder)
+        if cls is not Detector and not isinstance(detector, cls):
+            raise ModelFileError(f"{folder}: holds a '{detector.name}' model, not {cls.__name__}")
+        return detector
+
+    # -- for subclasses --------------------------------------------------
+    @abc.abstractmethod
+    def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
+        """Fit on batches of normal images (float, [0, 1]); ``count`` images in all."""
+
+    @abc.abstractmethod
+    def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return scores (B,) and maps (B, H, W) at the batch's resolution."""
+
+    @abc.abstractmethod
+    def _get_state(self) -> dict[str, torch.Tensor]:
+        """Fitted state as named tensors (all that is needed to predict)."""
+
+    @abc.abstractmethod
+    def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`_get_state` returned."""
+
+    def _check_fitted(self, action: str) -> None:
+        if not self.fitted_:
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit() with normal "
+                                 f"images before {action}().")
+
+
+def load_model(folder: str | Path) -> tuple[Detector, dict[str, Any]]:
+    """Load any saved detector through the registry; returns it and its metadata."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from adcore.plugins import get_registry
+
+    folder = Path(folder)
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelFileError(f"{folder}: no saved model here ({CONFIG_FILE} missing)")
+    try:
+        document = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{config_path}: not valid JSON ({exc})") from None
+    if document.get("format") != MODEL_FORMAT or document.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ModelFileError(f"{config_path}: not an adcore model file of format version {MODEL_FORMAT_VERSION}")
+    name = document.get("detector", "")
+    try:
+        detector_cls = get_registry().load_object("detector", name)
+    except Exception as exc:
+        dist = document.get("plugin") or "its plugin"
+        raise ModelFileError(f"{folder}: model needs detector '{name}' from {dist} "
+                             f"{document.get('plugin_version', '')}, which is not available ({exc})") from None
+    detector = detector_cls(from_json_dict(detector_cls.Config, document.get("config", {})))
+    try:
+        tensors = load_file(str(folder / TENSORS_FILE))
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise ModelFileError(f"{folder / TENSORS_FILE}: cannot read model tensors ({exc})") from None
+    detector._set_state(tensors)
+    detector.fitted_ = True
+    return detector, document.get("metadata", {})
+
+
+def _as_batches(images: Images, batch_size: int) -> tuple[Iterable[torch.Tensor], int]:
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise DataError(f"images must have shape (N, 3, H, W); got {tuple(images.shape)}")
+        return images.split(batch_size), images.shape[0]
+    if hasattr(images, "__len__"):
+        return images, len(images)  # type: ignore[arg-type]
+    materialised = list(images)
+    return materialised, sum(len(b) for b in materialised)
+
+
+def _plugin_of(cls: type) -> dict[str, str]:
+    """The distribution (and version) that ships a detector class, for model files."""
+    module = cls.__module__.split(".")[0]
+    for dist_name in metadata.packages_distributions().get(module, []):
+        return {"plugin": dist_name, "plugin_version": metadata.version(dist_name)}
+    return {"plugin": module, "plugin_version": "unknown"}
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, old / "x")
+        os.replace(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)

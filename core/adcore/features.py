@@ -1,0 +1,52 @@
+"""Shared feature extraction: one frozen backbone pass per batch, levels by stride."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from adcore.backbones import Backbone
+
+
+class FeatureExtractor:
+    """Run a registered backbone and return the feature maps at the requested strides.
+
+    Args:
+        backbone: registry name (``adcore list backbones``).
+        strides: feature levels wanted, e.g. ``(8, 16)``.
+        weights: a weights file, ``"random"`` (tests only) or None for the default weights.
+        device: torch device.
+    """
+
+    def __init__(self, backbone: str, strides: Sequence[int], weights: str | None = None,
+                 device: str = "cpu") -> None:
+        from adcore.plugins import get_registry
+
+        factory = get_registry().load_object("backbone", backbone)
+        self.network: Backbone = factory(tuple(strides), weights)
+        # channels_last roughly doubles CPU convolution throughput (see shared reference numbers).
+        self.network = self.network.to(device=device, memory_format=torch.channels_last)
+        self.device = device
+
+    @property
+    def channels(self) -> list[int]:
+        return self.network.channels
+
+    @property
+    def strides(self) -> list[int]:
+        return self.network.strides
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Images (B, 3, H, W) in [0, 1] -> one contiguous float32 map per stride."""
+        with torch.no_grad():
+            x = images.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+            return [f.float().contiguous() for f in self.network(x)]
+
+
+def resize_to(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, C, h, w) maps to ``size`` (no-op when equal)."""
+    if tuple(features.shape[-2:]) == tuple(size):
+        return features
+    return F.interpolate(features, size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,91 @@
+"""Scoring new images with a saved model: scores, verdicts, heat maps and masks."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adcore import visualize
+from adcore.data.loading import ImageBatches
+from adcore.detector import load_model
+from adcore.errors import DataError, ModelFileError
+from adcore.imageio import IMAGE_SUFFIXES, image_size, list_images
+from adcore.ops import upsample_maps
+from adcore.runner import _write_atomically
+
+
+def find_model(folder: Path) -> Path:
+    """Accept a run's category folder or the model folder itself."""
+    for candidate in (folder, folder / "model"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise ModelFileError(f"{folder}: no saved model here (expected config.json or model/config.json)")
+
+
+def collect_images(inputs: Sequence[Path]) -> list[Path]:
+    """Image files named directly or found directly inside named folders."""
+    images: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found = list_images(item)
+            if not found:
+                raise DataError(f"{item}: no images ({'/'.join(IMAGE_SUFFIXES)})")
+            images.extend(found)
+        elif item.is_file():
+            images.append(item)
+        else:
+            raise DataError(f"{item}: file or folder not found")
+    return images
+
+
+def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path) -> list[dict[str, Any]]:
+    """Predict every input image and write heat maps, masks, CSV and JSON under ``out``."""
+    detector, meta = load_model(find_model(model_dir))
+    paths = collect_images(inputs)
+    sizes = [image_size(p) for p in paths]  # checks every file before any work
+    size = int(meta.get("image_size", 256))
+    prediction = detector.predict(ImageBatches(paths, size, detector.config.batch_size), progress="predict")
+    image_threshold = meta.get("image_threshold")
+    pixel_threshold = meta.get("pixel_threshold")
+    vmin, vmax = meta.get("display_range") or [float(prediction.anomaly_maps.min()),
+                                                float(prediction.anomaly_maps.max())]
+    rows: list[dict[str, Any]] = []
+    names = _unique_stems(paths)
+
+    def write(folder: Path) -> None:
+        for path, name, (width, height), score, small_map in zip(paths, names, sizes, prediction.scores,
+                                                                 prediction.anomaly_maps):
+            full = upsample_maps(torch.from_numpy(small_map)[None], (height, width))[0].numpy()
+            visualize.save_heatmap(folder / "heatmaps" / f"{name}.png", full, vmin, vmax)
+            if pixel_threshold is not None:
+                visualize.save_mask(folder / "masks" / f"{name}.png", full >= pixel_threshold)
+            rows.append({"image": str(path), "score": float(score),
+                         "anomalous": None if image_threshold is None else bool(score >= image_threshold),
+                         "heatmap": f"heatmaps/{name}.png",
+                         "mask": f"masks/{name}.png" if pixel_threshold is not None else None})
+        with open(folder / "predictions.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        summary = {"model": str(model_dir), "detector": detector.name, "image_threshold": image_threshold,
+                   "pixel_threshold": pixel_threshold, "predictions": rows}
+        (folder / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    _write_atomically(out, write)
+    return rows
+
+
+def _unique_stems(paths: Sequence[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        count = seen.get(path.stem, 0)
+        seen[path.stem] = count + 1
+        names.append(path.stem if count == 0 else f"{path.stem}_{count + 1}")
+    return names

@@ -1,0 +1,272 @@
+"""The main job: fit, calibrate, evaluate and report one detector on each category.
+
+Each category's results are built in a hidden temporary folder and moved into
+``<out>/<detector>/<category>/`` only when complete, so a failure or Ctrl-C
+never leaves half-written output.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from adcore import __version__, metrics, visualize
+from adcore.config import as_json_dict, parse_assignments
+from adcore.data import Category
+from adcore.data.loading import ImageBatches, load_images, load_masks
+from adcore.detector import Detector, Prediction
+from adcore.errors import ConfigError
+from adcore.plugins import get_registry
+from adcore.thresholds import calibrate, split_calibration
+
+
+@attrs.define(kw_only=True)
+class RunOptions:
+    """What ``adcore run`` was asked to do."""
+
+    detector: str
+    data: Path | None = None
+    dataset: str | None = None
+    categories: tuple[str, ...] = ()
+    backbone: str | None = None
+    image_size: int = 256
+    assignments: Mapping[str, str] = attrs.field(factory=dict)
+    seed: int = 0
+    out: Path = Path("results")
+    holdout: float = 0.1
+    image_quantile: float = 0.99
+    pixel_quantile: float = 0.999
+    panels: bool = True
+    command: str = ""
+
+
+def make_detector(options: RunOptions) -> Detector:
+    """Build the detector with ``--set`` values, ``--backbone`` and ``--seed`` applied."""
+    detector_cls = get_registry().load_object("detector", options.detector)
+    params: dict[str, Any] = parse_assignments(detector_cls.Config, options.assignments)
+    params.setdefault("seed", options.seed)
+    if options.backbone is not None:
+        if "backbone" not in attrs.fields_dict(detector_cls.Config):
+            raise ConfigError(f"detector '{options.detector}' does not use a backbone; drop --backbone")
+        get_registry().get("backbone", options.backbone)  # unknown names fail before any work
+        params["backbone"] = options.backbone
+    return detector_cls(**params)
+
+
+def open_categories(options: RunOptions) -> list[Category]:
+    """Read the data set (``folder`` with --data, else the synthetic default)."""
+    name = options.dataset or ("folder" if options.data is not None else "synthetic")
+    reader = get_registry().load_object("dataset", name)
+    return reader(options.data, list(options.categories) or None)
+
+
+def run(options: RunOptions, echo=print) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Run the detector on every category; returns each category's metrics."""
+    if options.image_size < 32:
+        raise ConfigError(f"--image-size must be at least 32; got {options.image_size}")
+    make_detector(options)  # validates names and parameters before reading any data
+    categories = open_categories(options)
+    results = []
+    for category in categories:
+        echo(f"[{options.detector}] {category.name}: {len(category.train)} train, "
+             f"{len(category.validation)} validation, {len(category.test)} test images")
+        results.append(run_category(options, category))
+    return results
+
+
+def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
+    """Fit, calibrate, test and write every output for one category."""
+    size = options.image_size
+    detector = make_detector(options)
+    batch = detector.config.batch_size
+    train, calibration, source = split_calibration(category, options.holdout, options.seed)
+
+    started = time.perf_counter()
+    detector.fit(ImageBatches([s.path for s in train], size, batch))
+    fit_seconds = time.perf_counter() - started
+
+    image_threshold = pixel_threshold = None
+    if calibration:
+        normal = detector.predict(ImageBatches([s.path for s in calibration], size, batch), progress="calibrate")
+        image_threshold, pixel_threshold = calibrate(normal.scores, normal.anomaly_maps,
+                                                     options.image_quantile, options.pixel_quantile)
+
+    test = list(category.test)
+    started = time.perf_counter()
+    prediction = detector.predict(ImageBatches([s.path for s in test], size, batch), progress="test")
+    predict_seconds = time.perf_counter() - started
+
+    labels = np.array([s.label for s in test])
+    masks = load_masks([s.mask_path for s in test], size) if category.has_masks else None
+    result = _metrics(labels, masks, prediction, image_threshold)
+    result.update({
+        "detector": options.detector,
+        "category": category.name,
+        "backbone": getattr(detector.config, "backbone", None),
+        "image_size": size,
+        "image_threshold": image_threshold,
+        "pixel_threshold": pixel_threshold,
+        "threshold_source": source,
+        "n_train": len(train),
+        "n_calibration": len(calibration),
+        "n_test": len(test),
+        "n_test_defective": int(labels.sum()),
+        "fit_seconds": round(fit_seconds, 3),
+        "predict_seconds": round(predict_seconds, 3),
+        "images_per_second": round(len(test) / predict_seconds, 3) if predict_seconds > 0 else None,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "seed": options.seed,
+        "config": as_json_dict(detector.config),
+        "adcore_version": __version__,
+        "command": options.command,
+    })
+    target = options.out / options.detector / category.name
+    _write_atomically(target, lambda folder: _write_outputs(folder, detector, category, result, prediction,
+                                                            labels, masks, options))
+    return result
+
+
+def _metrics(labels: np.ndarray, masks: np.ndarray | None, prediction: Prediction,
+             image_threshold: float | None) -> dict[str, Any]:
+    scores = prediction.scores
+    best = metrics.f1_max(labels, scores)
+    at_threshold = (metrics.threshold_metrics(labels, scores, image_threshold)
+                    if image_threshold is not None else {"precision": None, "recall": None, "f1": None})
+    has_pixels = masks is not None and masks.any()
+    return {
+        "image_auroc": metrics.image_auroc(labels, scores),
+        "pixel_auroc": metrics.pixel_auroc(masks, prediction.anomaly_maps) if has_pixels else None,
+        "aupro": metrics.aupro(masks, prediction.anomaly_maps) if has_pixels else None,
+        "image_f1_max": best[0] if best else None,
+        "image_f1_max_threshold_on_test": best[1] if best else None,
+        "image_precision": at_threshold["precision"],
+        "image_recall": at_threshold["recall"],
+        "image_f1": at_threshold["f1"],
+    }
+
+
+def _write_outputs(folder: Path, detector: Detector, category: Category, result: dict[str, Any],
+                   prediction: Prediction, labels: np.ndarray, masks: np.ndarray | None,
+                   options: RunOptions) -> None:
+    maps = prediction.anomaly_maps
+    vmin, vmax = (float(v) for v in np.percentile(maps[:, ::4, ::4], [1.0, 99.9]))
+    detector.save(folder / "model", metadata={
+        "image_size": options.image_size,
+        "image_threshold": result["image_threshold"],
+        "pixel_threshold": result["pixel_threshold"],
+        "threshold_source": result["threshold_source"],
+        "display_range": [vmin, vmax],
+        "category": category.name,
+    })
+    (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    test = list(category.test)
+    with open(folder / "predictions.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "defect", "label", "score", "predicted_defective"])
+        for sample, score in zip(test, prediction.scores):
+            flagged = "" if result["image_threshold"] is None else int(score >= result["image_threshold"])
+            writer.writerow([_relative(sample.path, category.root), sample.defect, sample.label,
+                             f"{score:.6g}", flagged])
+    if len(np.unique(labels)) == 2:
+        fpr, tpr = metrics.roc_points(labels, prediction.scores)
+        visualize.save_roc(folder / "roc_image.png", {options.detector: (fpr, tpr, result["image_auroc"])},
+                           f"{category.name}: image ROC")
+    if masks is not None and result["pixel_auroc"] is not None:
+        fpr, tpr = metrics.roc_points(masks.ravel(), maps.ravel())
+        visualize.save_roc(folder / "roc_pixel.png", {options.detector: (fpr, tpr, result["pixel_auroc"])},
+                           f"{category.name}: pixel ROC")
+    if options.panels:
+        _write_panels(folder / "panels", category, prediction, masks, result, vmin, vmax, options)
+
+
+def _write_panels(folder: Path, category: Category, prediction: Prediction, masks: np.ndarray | None,
+                  result: dict[str, Any], vmin: float, vmax: float, options: RunOptions) -> None:
+    from adcore.progress import bar
+
+    test = list(category.test)
+    image_threshold, pixel_threshold = result["image_threshold"], result["pixel_threshold"]
+    with bar(total=len(test), desc="panels", unit="img") as progress:
+        for start in range(0, len(test), 32):
+            chunk = test[start: start + 32]
+            images = (load_images([s.path for s in chunk], options.image_size).permute(0, 2, 3, 1).numpy() * 255
+                      ).round().astype(np.uint8)
+            for offset, (sample, image) in enumerate(zip(chunk, images)):
+                i = start + offset
+                score = float(prediction.scores[i])
+                verdict = "" if image_threshold is None else (
+                    "  -> DEFECTIVE" if score >= image_threshold else "  -> normal")
+                title = (f"{_relative(sample.path, category.root)}  score {score:.4g}"
+                         + ("" if image_threshold is None else f"  threshold {image_threshold:.4g}") + verdict)
+                gt = masks[i] if masks is not None else (np.zeros(image.shape[:2], bool) if sample.label == 0
+                                                         else None)
+                visualize.save_panel(folder / sample.defect / f"{sample.path.stem}.png", image,
+                                     prediction.anomaly_maps[i], gt_mask=gt, threshold=pixel_threshold,
+                                     vmin=vmin, vmax=vmax, title=title)
+                progress.update(1)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _write_atomically(target: Path, write) -> None:  # type: ignore[no-untyped-def]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial.", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_if_empty(target.parent)
+        raise
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def format_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """The per-category results as an aligned text table with a mean row."""
+    columns = [("category", "category", "{}"), ("image AUROC", "image_auroc", "{:.4f}"),
+               ("pixel AUROC", "pixel_auroc", "{:.4f}"), ("AUPRO", "aupro", "{:.4f}"),
+               ("F1-max (test)", "image_f1_max", "{:.4f}"), ("fit s", "fit_seconds", "{:.1f}"),
+               ("img/s", "images_per_second", "{:.1f}"), ("peak MB", "peak_rss_mb", "{:.0f}")]
+    rows = [[fmt.format(r[key]) if r.get(key) is not None else "n/a" for _, key, fmt in columns] for r in results]
+    if len(results) > 1:
+        mean_row = ["mean"]
+        for _, key, fmt in columns[1:]:
+            values = [r[key] for r in results if r.get(key) is not None]
+            mean_row.append(fmt.format(float(np.mean(values))) if len(values) == len(results) else "n/a")
+        rows.append(mean_row)
+    headers = [title for title, _, _ in columns]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
