@@ -1,0 +1,187 @@
+"""Conformance checks every detector plugin runs in its own tests.
+
+After scikit-learn's ``check_estimator``: each check tests one property, has a
+one-line docstring and a failure message that says what to fix. Use::
+
+    from adcore.testing import parametrize_with_checks
+
+    @parametrize_with_checks(lambda **kw: MyDetector(epochs=1, **kw))
+    def test_conformance(check):
+        check()
+
+The factory must accept keyword overrides of config fields (``seed``,
+``batch_size``) and return a fresh, unfitted detector sized for a quick test.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adcore.detector import Detector, load_model
+from adcore.errors import ConfigError, DataError, NotFittedError
+
+Factory = Callable[..., Detector]
+SIZE = 64
+
+
+@functools.lru_cache(maxsize=1)
+def _synthetic_root() -> Path:
+    from adcore.data import synthetic
+
+    root = Path(tempfile.mkdtemp(prefix="adcore-checks-")) / "synthetic"
+    return synthetic.generate(root, categories=("machined_part",), seed=0, size=96,
+                              n_train=16, n_test_good=6, n_test_defect=2)
+
+
+@functools.lru_cache(maxsize=1)
+def _data() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """Train images, test images, test labels and test masks at SIZE × SIZE."""
+    from adcore.data.folder import open_folder
+    from adcore.data.loading import load_images, load_masks
+
+    category = open_folder(_synthetic_root())[0]
+    train = load_images([s.path for s in category.train], SIZE)
+    test = load_images([s.path for s in category.test], SIZE)
+    labels = np.array([s.label for s in category.test])
+    masks = load_masks([s.mask_path for s in category.test], SIZE)
+    return train, test, labels, masks
+
+
+def _fitted(factory: Factory, **overrides: object) -> Detector:
+    train = _data()[0]
+    return factory(**overrides).fit(train)
+
+
+def _same(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(a).max())),
+                               err_msg=what)
+
+
+def check_fit_returns_self(factory: Factory) -> None:
+    """fit() returns the detector itself, marked fitted."""
+    detector = factory()
+    result = detector.fit(_data()[0])
+    assert result is detector and detector.fitted_, "fit() must return self (scikit-learn convention)"
+
+
+def check_unknown_parameter(factory: Factory) -> None:
+    """An unknown parameter is a ConfigError naming it."""
+    try:
+        factory(no_such_parameter=1)
+    except ConfigError as exc:
+        assert "no_such_parameter" in str(exc), f"the error should name the parameter: {exc}"
+        return
+    raise AssertionError("constructing with an unknown parameter must raise adcore.errors.ConfigError")
+
+
+def check_predict_before_fit(factory: Factory) -> None:
+    """predict() before fit() raises NotFittedError."""
+    try:
+        factory().predict(_data()[1][:1], progress=None)
+    except NotFittedError:
+        return
+    raise AssertionError("predict() before fit() must raise adcore.errors.NotFittedError")
+
+
+def check_empty_training_set(factory: Factory) -> None:
+    """fit() on no images raises DataError."""
+    try:
+        factory().fit(torch.zeros(0, 3, SIZE, SIZE))
+    except DataError:
+        return
+    raise AssertionError("fit() on an empty set must raise adcore.errors.DataError")
+
+
+def check_output_shapes_and_dtypes(factory: Factory) -> None:
+    """predict() gives float32 scores (N,) and maps (N, H, W), all finite."""
+    test = _data()[1][:3]
+    prediction = _fitted(factory).predict(test, progress=None)
+    assert prediction.scores.shape == (3,), f"scores must be (N,), got {prediction.scores.shape}"
+    assert prediction.anomaly_maps.shape == (3, SIZE, SIZE), (
+        f"maps must be (N, H, W) at the input resolution, got {prediction.anomaly_maps.shape}")
+    assert prediction.scores.dtype == np.float32 and prediction.anomaly_maps.dtype == np.float32
+    assert np.isfinite(prediction.scores).all() and np.isfinite(prediction.anomaly_maps).all(), "non-finite output"
+
+
+def check_batch_size_one(factory: Factory) -> None:
+    """Predicting one image at a time gives the same outputs as one batch."""
+    test = _data()[1][:3]
+    detector = _fitted(factory)
+    whole = detector.predict(test, progress=None)
+    single = detector.predict([test[i: i + 1] for i in range(3)], progress=None)
+    _same(whole.scores, single.scores, "scores depend on the batch composition")
+    _same(whole.anomaly_maps, single.anomaly_maps, "maps depend on the batch composition")
+
+
+def check_non_square_input(factory: Factory) -> None:
+    """Non-square images give maps of the same non-square size."""
+    train = torch.nn.functional.interpolate(_data()[0], size=(SIZE, SIZE + 32), mode="bilinear")
+    detector = factory().fit(train)
+    test = torch.nn.functional.interpolate(_data()[1][:2], size=(SIZE, SIZE + 32), mode="bilinear")
+    maps = detector.predict(test, progress=None).anomaly_maps
+    assert maps.shape == (2, SIZE, SIZE + 32), f"expected maps (2, {SIZE}, {SIZE + 32}), got {maps.shape}"
+
+
+def check_deterministic_by_seed(factory: Factory) -> None:
+    """Two fits with the same seed give identical outputs."""
+    test = _data()[1][:4]
+    first = _fitted(factory, seed=3).predict(test, progress=None)
+    second = _fitted(factory, seed=3).predict(test, progress=None)
+    _same(first.scores, second.scores, "same seed, different scores: seed every random draw from config.seed")
+    _same(first.anomaly_maps, second.anomaly_maps, "same seed, different maps")
+
+
+def check_save_load_roundtrip(factory: Factory) -> None:
+    """save() then load_model() predicts identically, without unpickling anything."""
+    test = _data()[1][:3]
+    detector = _fitted(factory)
+    before = detector.predict(test, progress=None)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = detector.save(Path(tmp) / "model", metadata={"note": "check"})
+        assert {p.name for p in folder.iterdir()} == {"model.safetensors", "config.json"}, (
+            "a model folder holds only model.safetensors and config.json")
+        loaded, meta = load_model(folder)
+    assert meta == {"note": "check"}, "metadata must survive save/load"
+    after = loaded.predict(test, progress=None)
+    _same(before.scores, after.scores, "scores differ after save/load: put all fitted state in _get_state()")
+    _same(before.anomaly_maps, after.anomaly_maps, "maps differ after save/load")
+
+
+def check_defects_score_higher(factory: Factory, min_auroc: float = 0.7) -> None:
+    """Planted defects score higher than normal images on the synthetic set."""
+    from adcore import metrics
+
+    _, test, labels, masks = _data()
+    prediction = _fitted(factory).predict(test, progress=None)
+    image = metrics.image_auroc(labels, prediction.scores)
+    pixel = metrics.pixel_auroc(masks, prediction.anomaly_maps)
+    assert image is not None and image >= min_auroc, f"image AUROC {image} < {min_auroc} on planted defects"
+    assert pixel is not None and pixel >= min_auroc, f"pixel AUROC {pixel} < {min_auroc} on planted defects"
+
+
+CHECKS = (check_unknown_parameter, check_predict_before_fit, check_empty_training_set, check_fit_returns_self,
+          check_output_shapes_and_dtypes, check_batch_size_one, check_non_square_input,
+          check_deterministic_by_seed, check_save_load_roundtrip, check_defects_score_higher)
+
+
+def detector_checks(factory: Factory, min_auroc: float = 0.7) -> Iterator[Callable[[], None]]:
+    """Yield every check bound to ``factory``, each named after its check."""
+    for check in CHECKS:
+        bound = (functools.partial(check, factory, min_auroc) if check is check_defects_score_higher
+                 else functools.partial(check, factory))
+        functools.update_wrapper(bound, check)
+        yield bound
+
+
+def parametrize_with_checks(factory: Factory, min_auroc: float = 0.7):  # type: ignore[no-untyped-def]
+    """A pytest parametrize decorator over :func:`detector_checks`, ids = check names."""
+    import pytest
+
+    checks = list(detector_checks(factory, min_auroc))
+    return pytest.mark.parametrize("check", checks, ids=[c.__name__ for c in checks])
