@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from sklearn import metrics as sk_metrics
 
-try:
-    import adcore.metrics  # noqa: F401
-except ImportError:  # package not installed: use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
-
-from adcore.metrics import (  # noqa: E402
+from adcore.metrics import (
     aupro,
     f1_max,
     image_auroc,
@@ -21,8 +14,6 @@ from adcore.metrics import (  # noqa: E402
     roc_points,
     threshold_metrics,
 )
-
-sk_metrics = pytest.importorskip("sklearn.metrics")
 
 
 # ---------------------------------------------------------------------------

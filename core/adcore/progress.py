@@ -16,9 +16,10 @@ def _disabled() -> bool | None:
     return value.strip().lower() in ("0", "false", "no", "off")
 
 
-def bar(total: int | None = None, desc: str = "", unit: str = "it", **kwargs: Any) -> tqdm:
+def bar(total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True, **kwargs: Any) -> tqdm:
     """A tqdm bar with adcore's defaults (cleared when done, below any outer bar)."""
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True, disable=_disabled(), **kwargs)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
+                disable=True if not enabled else _disabled(), **kwargs)
 
 
 def track_batches(batches: Iterable[Any], total: int, desc: str) -> Iterator[Any]:

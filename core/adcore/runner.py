@@ -89,6 +89,7 @@ def run(options: RunOptions, echo=print) -> list[dict[str, Any]]:  # type: ignor
 def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
     """Fit, calibrate, test and write every output for one category."""
     size = options.image_size
+    reset_peak_rss()
     detector = make_detector(options)
     batch = detector.config.batch_size
     train, calibration, source = split_calibration(category, options.holdout, options.seed)
@@ -171,6 +172,9 @@ def _write_outputs(folder: Path, detector: Detector, category: Category, result:
         "category": category.name,
     })
     (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    losses = getattr(detector, "loss_history_", None)
+    if losses:
+        (folder / "training_log.json").write_text(json.dumps([float(v) for v in losses]) + "\n")
     test = list(category.test)
     with open(folder / "predictions.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -187,6 +191,9 @@ def _write_outputs(folder: Path, detector: Detector, category: Category, result:
         fpr, tpr = metrics.roc_points(masks.ravel(), maps.ravel())
         visualize.save_roc(folder / "roc_pixel.png", {options.detector: (fpr, tpr, result["pixel_auroc"])},
                            f"{category.name}: pixel ROC")
+        # The report overlays every detector's pixel ROC; recomputing it would need all maps again.
+        (folder / "roc_pixel.json").write_text(json.dumps(
+            {"fpr": fpr.round(6).tolist(), "tpr": tpr.round(6).tolist(), "auroc": result["pixel_auroc"]}))
     if options.panels:
         _write_panels(folder / "panels", category, prediction, masks, result, vmin, vmax, options)
 
@@ -245,8 +252,24 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-memory count (Linux), so each category reports its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass  # elsewhere peak_rss_mb() reports the process peak so far
+
+
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB."""
+    """Peak resident memory in MB since the last reset_peak_rss() (Linux) or process start."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 

@@ -407,9 +407,11 @@ def save_roc(
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
         for label, (fpr, tpr, auroc) in curves.items():
             auc_txt = "n/a" if auroc is None else f"{auroc:.3f}"
-            ax.plot(np.asarray(fpr), np.asarray(tpr), linewidth=1.5, label=f"{label} (AUROC {auc_txt})")
-        ax.set_xlim(0.0, 1.0)
-        ax.set_ylim(0.0, 1.0)
+            # clip_on=False and a small margin: a perfect curve runs along the axes and would vanish.
+            ax.plot(np.asarray(fpr), np.asarray(tpr), linewidth=1.5, label=f"{label} (AUROC {auc_txt})",
+                    clip_on=False)
+        ax.set_xlim(-0.015, 1.015)
+        ax.set_ylim(-0.015, 1.015)
         ax.set_aspect("equal")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")

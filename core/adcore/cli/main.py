@@ -33,12 +33,14 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from adcore.cli import plugins_cmd, predict_cmd, run_cmd
+    from adcore.cli import benchmark_cmd, plugins_cmd, predict_cmd, report_cmd, run_cmd
 
     cli.add_command(plugins_cmd.plugins)
     cli.add_command(plugins_cmd.list_names)
     cli.add_command(run_cmd.run)
     cli.add_command(predict_cmd.predict)
+    cli.add_command(benchmark_cmd.benchmark)
+    cli.add_command(report_cmd.report)
 
 
 _register_commands()

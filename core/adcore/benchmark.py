@@ -1,0 +1,370 @@
+"""The benchmark grid: every detector on every category (and seed), through the same code as ``adcore run``.
+
+Each cell is one :func:`adcore.runner.run_category` call with its own
+:class:`~adcore.runner.RunOptions`, writing to ``<out>/cells/seed<N>/`` so that
+the usual ``<detector>/<category>/`` layout is kept inside. A cell's folder
+appears atomically when the cell is complete, so a cell is *finished* exactly
+when its ``metrics.json`` exists: running the same command again skips finished
+cells and continues where an interrupted run stopped. A cell that fails is
+recorded in ``<out>/failures.json`` and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from adcore import __version__
+from adcore.errors import AdcoreError, ConfigError
+
+GRID_FILE = "benchmark.json"
+FAILURES_FILE = "failures.json"
+CELLS_DIR = "cells"
+
+
+class CellsFailed(AdcoreError):
+    """Some cells of the grid failed (the others finished and are reported)."""
+
+
+@attrs.define(kw_only=True)
+class BenchmarkOptions:
+    """What ``adcore benchmark`` was asked to do."""
+
+    detectors: tuple[str, ...]
+    data: Path | None = None
+    dataset: str | None = None
+    categories: tuple[str, ...] = ()
+    backbone: str | None = None
+    image_size: int = 256
+    assignments: Mapping[str, str] = attrs.field(factory=dict)
+    seeds: tuple[int, ...] = (0,)
+    out: Path = Path("benchmark")
+    holdout: float = 0.1
+    force: bool = False
+    panels: bool = True
+    sort: str = "image_auroc"
+    command: str = ""
+
+
+@attrs.frozen
+class Cell:
+    """One (detector, category, seed) run."""
+
+    detector: str
+    category: str
+    seed: int
+
+    def folder(self, out: Path) -> Path:
+        return cell_root(out, self.seed) / self.detector / self.category
+
+    def label(self) -> str:
+        return f"{self.detector} / {self.category} / seed {self.seed}"
+
+    def key(self) -> str:
+        return f"{self.detector}/{self.category}/seed{self.seed}"
+
+
+def cell_root(out: Path, seed: int) -> Path:
+    """The ``--out`` given to the runner for the cells of one seed."""
+    return Path(out) / CELLS_DIR / f"seed{seed}"
+
+
+# --------------------------------------------------------------------------- names and --set
+def resolve_detectors(spec: Sequence[str] | str) -> tuple[str, ...]:
+    """``all`` or comma-separated names (repeatable) -> registered detector names, in the given order."""
+    from adcore.plugins import get_registry
+
+    registry = get_registry()
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for part in parts:
+        for name in (p.strip() for p in part.split(",")):
+            if not name:
+                continue
+            if name == "all":
+                found = registry.names("detector")
+                if not found:
+                    raise ConfigError("--detector all: no detectors are installed (see `adcore plugins`)")
+                names.extend(found)
+            else:
+                names.append(registry.get("detector", name).name)  # unknown names fail with suggestions
+    if not names:
+        raise ConfigError("--detector needs at least one name, or 'all'")
+    return tuple(dict.fromkeys(names))
+
+
+def split_assignments(assignments: Mapping[str, str], detectors: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Each detector's own ``--set`` values.
+
+    ``patchcore.coreset_ratio=0.05`` goes to patchcore only; a key without a
+    detector prefix goes to every detector of the grid that has that parameter
+    (it is an error if none has it, so a typo never passes silently). Keys with
+    a detector prefix override unprefixed ones.
+    """
+    from adcore.plugins import get_registry
+
+    registry = get_registry()
+    fields = {name: set(attrs.fields_dict(registry.load_object("detector", name).Config)) for name in detectors}
+    shared: dict[str, str] = {}
+    own: dict[str, dict[str, str]] = {name: {} for name in detectors}
+    for key, value in assignments.items():
+        prefix, dot, rest = key.partition(".")
+        if dot:
+            if not rest:
+                raise ConfigError(f"--set {key}={value}: missing the parameter name after '{prefix}.'")
+            resolved = registry.get("detector", prefix).name
+            if resolved not in own:
+                raise ConfigError(f"--set {key}={value}: detector '{prefix}' is not in this benchmark "
+                                  f"({', '.join(detectors)})")
+            own[resolved][rest] = value
+        else:
+            users = [name for name in detectors if key in fields[name]]
+            if not users:
+                raise ConfigError(f"--set {key}={value}: no detector of this benchmark has a parameter "
+                                  f"'{key}' ({', '.join(detectors)}); use DETECTOR.{key}=... for one detector")
+            shared[key] = value
+    return {name: {**{k: v for k, v in shared.items() if k in fields[name]}, **own[name]} for name in detectors}
+
+
+# --------------------------------------------------------------------------- the grid
+def cell_options(options: BenchmarkOptions, cell: Cell, assignments: Mapping[str, str]) -> Any:
+    """The :class:`RunOptions` of one cell (what ``adcore run`` would get)."""
+    from adcore.plugins import get_registry
+    from adcore.runner import RunOptions
+
+    backbone = options.backbone
+    if backbone is not None:
+        config_cls = get_registry().load_object("detector", cell.detector).Config
+        if "backbone" not in attrs.fields_dict(config_cls):
+            backbone = None  # --backbone applies to the detectors that use one
+    return RunOptions(detector=cell.detector, data=options.data, dataset=options.dataset,
+                      categories=(cell.category,), backbone=backbone, image_size=options.image_size,
+                      assignments=dict(assignments), seed=cell.seed, out=cell_root(options.out, cell.seed),
+                      holdout=options.holdout, panels=options.panels, command=options.command)
+
+
+def is_finished(out: Path, cell: Cell) -> bool:
+    return (cell.folder(out) / "metrics.json").is_file()
+
+
+def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every unfinished cell, then write the tables and the report.
+
+    Returns a summary dict (cells, ran, skipped, failed). Raises
+    :class:`CellsFailed` after writing the report when any cell failed;
+    ``KeyboardInterrupt`` stops the grid at once (finished cells are kept).
+    """
+    from adcore import runner
+    from adcore.progress import bar
+
+    if options.image_size < 32:
+        raise ConfigError(f"--image-size must be at least 32; got {options.image_size}")
+    if not options.seeds:
+        raise ConfigError("--seed needs at least one value")
+    detectors = options.detectors
+    per_detector = split_assignments(options.assignments, detectors)
+    if options.backbone is not None and all(
+            cell_options(options, Cell(name, "?", 0), {}).backbone is None for name in detectors):
+        raise ConfigError(f"--backbone {options.backbone}: no detector of this benchmark uses a backbone "
+                          f"({', '.join(detectors)})")
+    # Validate every detector's parameters before reading any data (as `adcore run` does).
+    for name in detectors:
+        for seed in options.seeds:
+            runner.make_detector(cell_options(options, Cell(name, "?", seed), per_detector[name]))
+    categories = runner.open_categories(runner.RunOptions(detector=detectors[0], data=options.data,
+                                                          dataset=options.dataset,
+                                                          categories=options.categories))
+    if not categories:
+        raise ConfigError("no categories to run")
+    by_name = {c.name: c for c in categories}
+    cells = [Cell(d, c.name, s) for s in options.seeds for d in detectors for c in categories]
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not options.force:
+        _check_consistent(out, cells, options, per_detector)
+    _write_grid(out, options, detectors, [c.name for c in categories], per_detector)
+    failures = _read_failures(out)
+
+    ran = skipped = 0
+    failed: list[Cell] = []
+    with bar(total=len(cells), desc="benchmark", unit="cell", position=0) as progress:
+        say = progress.write if not progress.disable else echo
+        for index, cell in enumerate(cells, start=1):
+            prefix = f"[{index}/{len(cells)}] {cell.label()}"
+            progress.set_postfix_str(f"{cell.detector}/{cell.category}/s{cell.seed}", refresh=False)
+            if not options.force and is_finished(out, cell):
+                failures.pop(cell.key(), None)
+                skipped += 1
+                say(f"{prefix}: finished before, skipped")
+                progress.update(1)
+                continue
+            started = time.perf_counter()
+            try:
+                result = runner.run_category(cell_options(options, cell, per_detector[cell.detector]),
+                                             by_name[cell.category])
+            except KeyboardInterrupt:
+                done = sum(is_finished(out, c) for c in cells)
+                _write_failures(out, failures)
+                say(f"{prefix}: interrupted. {done} of {len(cells)} cells are finished and kept; "
+                    f"run the same command again to continue.")
+                raise
+            except Exception as exc:  # any failure of one cell: record it, go on with the grid
+                failed.append(cell)
+                failures[cell.key()] = {
+                    "detector": cell.detector, "category": cell.category, "seed": cell.seed,
+                    "error": _one_line(exc), "traceback": traceback.format_exc(),
+                    "time": _now(), "seconds": round(time.perf_counter() - started, 3),
+                }
+                _write_failures(out, failures)
+                say(f"{prefix}: FAILED: {_one_line(exc)}")
+            else:
+                ran += 1
+                if failures.pop(cell.key(), None) is not None:
+                    _write_failures(out, failures)
+                say(f"{prefix}: image AUROC {_fmt(result.get('image_auroc'))}, "
+                    f"pixel AUROC {_fmt(result.get('pixel_auroc'))}, AUPRO {_fmt(result.get('aupro'))} "
+                    f"({time.perf_counter() - started:.1f} s)")
+            progress.update(1)
+    _write_failures(out, failures)
+
+    from adcore import report
+
+    built = report.build(out, sort=options.sort)
+    echo("")
+    echo(built["summary_text"])
+    echo(f"\n{ran} cells run, {skipped} skipped as finished, {len(failed)} failed.")
+    echo(f"Tables in {out / 'tables'}/, report in {built['report']}")
+    summary = {"cells": len(cells), "ran": ran, "skipped": skipped, "failed": [c.key() for c in failed]}
+    if failed:
+        raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed ({', '.join(c.key() for c in failed)}); "
+                          f"errors in {out / FAILURES_FILE}")
+    return summary
+
+
+def _check_consistent(out: Path, cells: Sequence[Cell], options: BenchmarkOptions,
+                      per_detector: Mapping[str, Mapping[str, str]]) -> None:
+    """Refuse to mix finished cells made with other settings into this grid (unless --force)."""
+    from adcore import runner
+    from adcore.config import as_json_dict
+
+    expected: dict[tuple[str, int], dict[str, Any]] = {}
+    for cell in cells:
+        path = cell.folder(out) / "metrics.json"
+        if not path.is_file():
+            continue
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (cell.detector, cell.seed) not in expected:
+            detector = runner.make_detector(cell_options(options, cell, per_detector[cell.detector]))
+            expected[(cell.detector, cell.seed)] = json.loads(json.dumps(as_json_dict(detector.config)))
+        new = expected[(cell.detector, cell.seed)]
+        differences = [f"{k} {old.get('config', {}).get(k)!r} -> {v!r}" for k, v in new.items()
+                       if old.get("config", {}).get(k) != v]
+        if old.get("image_size") != options.image_size:
+            differences.insert(0, f"image size {old.get('image_size')} -> {options.image_size}")
+        if differences:
+            raise ConfigError(f"{out}: the finished cell {cell.key()} was run with other settings "
+                              f"({'; '.join(differences)}). Use --force to rerun every cell, or another --out.")
+
+
+def _write_grid(out: Path, options: BenchmarkOptions, detectors: Sequence[str], categories: Sequence[str],
+                per_detector: Mapping[str, Mapping[str, str]]) -> None:
+    """``benchmark.json``: the grid of the latest invocation plus every command that worked on this folder."""
+    previous: dict[str, Any] = {}
+    try:
+        previous = json.loads((out / GRID_FILE).read_text())
+    except (OSError, ValueError):
+        pass
+    invocations = list(previous.get("invocations", []))
+    invocations.append({"command": options.command, "time": _now(), "force": options.force})
+    grid = {
+        "detectors": list(detectors),
+        "categories": list(categories),
+        "seeds": list(options.seeds),
+        "data": str(options.data) if options.data is not None else None,
+        "dataset": options.dataset or ("folder" if options.data is not None else "synthetic"),
+        "image_size": options.image_size,
+        "backbone": options.backbone,
+        "holdout": options.holdout,
+        "panels": options.panels,
+        "set": {name: dict(values) for name, values in per_detector.items()},
+        "sort": options.sort,
+        "command": options.command,
+        "versions": versions(),
+        "invocations": invocations[-20:],
+    }
+    _write_json(out / GRID_FILE, grid)
+
+
+def versions() -> dict[str, Any]:
+    """Versions of Python, adcore, its plugins and the main libraries."""
+    found: dict[str, Any] = {"python": platform.python_version(), "adcore": __version__}
+    for module in ("torch", "numpy", "timm"):
+        try:
+            found[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 - a version is informative only
+            pass
+    try:
+        from adcore.plugins import get_registry
+
+        found["plugins"] = {p.name: f"{p.distribution} {p.version}" for p in get_registry().plugins
+                            if not p.builtin}
+    except Exception:  # noqa: BLE001
+        pass
+    found["platform"] = platform.platform()
+    return found
+
+
+# --------------------------------------------------------------------------- small helpers
+def _read_failures(out: Path) -> dict[str, Any]:
+    try:
+        entries = json.loads((out / FAILURES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {f"{e['detector']}/{e['category']}/seed{e['seed']}": e for e in entries if isinstance(e, dict)}
+
+
+def _write_failures(out: Path, failures: Mapping[str, Any]) -> None:
+    path = out / FAILURES_FILE
+    if failures:
+        _write_json(path, list(failures.values()))
+    elif path.exists():
+        path.unlink()
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(value, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")

@@ -1,0 +1,56 @@
+"""``adcore benchmark``: every detector on every category (and seed), then tables and an HTML report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+SORT_CHOICES = ("image_auroc", "pixel_auroc", "aupro", "fit_seconds", "ms_per_image", "peak_mb")
+
+
+@click.command()
+@click.option("--detector", "-d", "detectors", required=True, multiple=True, metavar="all|NAME[,NAME...]",
+              help="Detectors to compare: 'all' installed ones, or names separated by commas (repeatable).")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Data set root in MVTec AD layout; default: the built-in synthetic set.")
+@click.option("--dataset", default=None, help="Data set reader (default: folder with --data, else synthetic).")
+@click.option("--category", "-c", "categories", multiple=True, help="Category to run (repeatable; default all).")
+@click.option("--backbone", default=None,
+              help="Backbone for the detectors that use one (see `adcore list backbones`).")
+@click.option("--image-size", default=256, show_default=True, type=int, help="Images are resized to this square.")
+@click.option("--set", "assignments", multiple=True, metavar="[DETECTOR.]KEY=VALUE",
+              help="Detector parameter (repeatable). 'patchcore.coreset_ratio=0.05' sets it for patchcore only; "
+                   "without a prefix it applies to every detector that has the parameter.")
+@click.option("--seed", "seeds", multiple=True, type=int, help="Seed (repeatable; default 0). With several "
+              "seeds the tables show mean ± std.")
+@click.option("--holdout", default=0.1, show_default=True, type=float,
+              help="Share of train/good held out for thresholds when there is no validation/good (0 disables).")
+@click.option("--out", default=Path("benchmark"), show_default=True, type=click.Path(path_type=Path),
+              help="Results folder; cells go to OUT/cells/seed<N>/<detector>/<category>/.")
+@click.option("--force", is_flag=True, help="Rerun cells that are already finished.")
+@click.option("--no-panels", is_flag=True, help="Skip the per-image panel PNGs.")
+@click.option("--sort", default="image_auroc", show_default=True, type=click.Choice(SORT_CHOICES),
+              help="Metric the report's summary table is sorted by.")
+def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None, categories: tuple[str, ...],
+              backbone: str | None, image_size: int, assignments: tuple[str, ...], seeds: tuple[int, ...],
+              holdout: float, out: Path, force: bool, no_panels: bool, sort: str) -> None:
+    """Run each detector on each category (and seed) like `adcore run`, one cell at a time.
+
+    Finished cells are skipped when the command is run again (use --force to
+    redo them), so an interrupted benchmark continues where it stopped. A cell
+    that fails is recorded in OUT/failures.json and the others go on; the exit
+    status is then non-zero. Tables go to OUT/tables/ and the report to
+    OUT/report.html.
+    """
+    from adcore.benchmark import BenchmarkOptions, resolve_detectors, run_benchmark
+    from adcore.cli.run_cmd import parse_set
+
+    options = BenchmarkOptions(
+        detectors=resolve_detectors(detectors), data=data, dataset=dataset, categories=categories,
+        backbone=backbone, image_size=image_size, assignments=parse_set(assignments),
+        seeds=tuple(dict.fromkeys(seeds)) or (0,), out=out, holdout=holdout, force=force, panels=not no_panels,
+        sort=sort, command=shlex.join(["adcore", *sys.argv[1:]]))
+    run_benchmark(options, echo=click.echo)
