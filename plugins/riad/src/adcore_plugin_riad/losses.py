@@ -1,0 +1,88 @@
+"""Image-similarity terms of RIAD: SSIM and the multi-scale gradient magnitude similarity (MSGMS)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+#: Stability constant of the gradient magnitude similarity (GMSD, Xue et al. 2013; RIAD code: 0.0026).
+GMS_C = 0.0026
+#: Pyramid levels of MSGMS (the image and three 2x average-pooled copies).
+MSGMS_LEVELS = 4
+
+
+@functools.lru_cache(maxsize=8)
+def _prewitt(device: str, dtype: torch.dtype) -> torch.Tensor:
+    """(2, 1, 3, 3) Prewitt kernels for d/dx and d/dy, divided by 3 as in the RIAD code."""
+    gx = torch.tensor([[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]) / 3.0
+    return torch.stack([gx, gx.t()]).unsqueeze(1).to(device=device, dtype=dtype)
+
+
+def gradient_magnitude(images: torch.Tensor) -> torch.Tensor:
+    """Prewitt gradient magnitude (B, 1, H, W) of the grey (channel mean) image, replicate-padded."""
+    grey = images.mean(dim=1, keepdim=True)
+    grads = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), _prewitt(str(images.device), images.dtype))
+    return torch.sqrt((grads * grads).sum(dim=1, keepdim=True) + 1e-12)
+
+
+def gms_map(x: torch.Tensor, y: torch.Tensor, c: float = GMS_C) -> torch.Tensor:
+    """Gradient magnitude similarity (2 g_x g_y + c) / (g_x² + g_y² + c), (B, 1, H, W), 1 where equal."""
+    gx, gy = gradient_magnitude(x), gradient_magnitude(y)
+    return (2 * gx * gy + c) / (gx * gx + gy * gy + c)
+
+
+def _pyramid(x: torch.Tensor, y: torch.Tensor, levels: int):  # type: ignore[no-untyped-def]
+    for level in range(levels):
+        if level:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+        yield x, y
+
+
+def msgms_loss(x: torch.Tensor, y: torch.Tensor, c: float = GMS_C, levels: int = MSGMS_LEVELS) -> torch.Tensor:
+    """Mean of 1 − GMS over a ``levels``-level average-pooled pyramid."""
+    return torch.stack([(1 - gms_map(a, b, c)).mean() for a, b in _pyramid(x, y, levels)]).mean()
+
+
+def msgms_map(x: torch.Tensor, y: torch.Tensor, c: float = GMS_C, levels: int = MSGMS_LEVELS) -> torch.Tensor:
+    """Per-pixel MSGMS (B, H, W): GMS maps of every pyramid level, upsampled bilinearly and averaged."""
+    size = tuple(x.shape[-2:])
+    total = torch.zeros((x.shape[0], 1, *size), dtype=x.dtype, device=x.device)
+    for a, b in _pyramid(x, y, levels):
+        level = gms_map(a, b, c)
+        if tuple(level.shape[-2:]) != size:
+            level = F.interpolate(level, size=size, mode="bilinear", align_corners=False)
+        total += level
+    return (total / levels).squeeze(1)
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian_window(size: int, sigma: float, device: str, dtype: torch.dtype) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x * x) / (2 * sigma * sigma))
+    g = g / g.sum()
+    return torch.outer(g, g).to(device=device, dtype=dtype)[None, None]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM of (B, C, H, W) images in [0, 1] (Gaussian window 11×11, σ = 1.5, C1 = 0.01², C2 = 0.03²)."""
+    channels = x.shape[1]
+    kernel = _gaussian_window(window, sigma, str(x.device), x.dtype).expand(channels, 1, window, window)
+    pad = window // 2
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, kernel, padding=pad, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x * mu_x
+    syy = blur(y * y) - mu_y * mu_y
+    sxy = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    value = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (sxx + syy + c2))
+    return value.mean()
+
+
+def ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """1 − SSIM."""
+    return 1 - ssim(x, y)

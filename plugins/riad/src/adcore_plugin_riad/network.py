@@ -1,0 +1,94 @@
+"""The inpainting U-Net of RIAD and the disjoint cell masks it inpaints."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Input sides must be multiples of this (four 2x poolings); other sizes are reflect-padded.
+DIVISOR = 16
+
+
+def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class UNet(nn.Module):
+    """U-Net (Ronneberger et al.) with skip connections: 4 poolings, widths w, 2w, 4w, 8w, 8w.
+
+    Bilinear upsampling in the decoder; a 1×1 convolution gives the 3 output channels
+    (linear output, no squashing). Inputs of any size: reflect-padded to a multiple of 16
+    and cropped back.
+    """
+
+    def __init__(self, base_width: int = 64, channels: int = 3) -> None:
+        super().__init__()
+        w = base_width
+        widths = [w, 2 * w, 4 * w, 8 * w, 8 * w]
+        self.encoder = nn.ModuleList([_double_conv(channels, widths[0])] +
+                                     [_double_conv(widths[i - 1], widths[i]) for i in range(1, 5)])
+        # decoder level i joins the upsampled deeper features with the skip of width widths[i]
+        outs = [w, w, 2 * w, 4 * w]
+        self.decoder = nn.ModuleList([
+            _double_conv(widths[4] + widths[3], outs[3]),
+            _double_conv(outs[3] + widths[2], outs[2]),
+            _double_conv(outs[2] + widths[1], outs[1]),
+            _double_conv(outs[1] + widths[0], outs[0]),
+        ])
+        self.head = nn.Conv2d(w, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % DIVISOR, (-width) % DIVISOR
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w)
+                      else "replicate")
+        skips = []
+        for i, block in enumerate(self.encoder):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for block in self.decoder:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)[..., :height, :width]
+
+
+def disjoint_masks(height: int, width: int, cell: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, H, W) bool masks (True = masked): the k×k cells of the image split at random into n disjoint sets.
+
+    Every cell belongs to exactly one set, so the masks are disjoint and together cover the image.
+    """
+    rows, cols = math.ceil(height / cell), math.ceil(width / cell)
+    order = torch.randperm(rows * cols, generator=generator)
+    assignment = torch.empty(rows * cols, dtype=torch.long)
+    assignment[order] = torch.arange(rows * cols) % n  # balanced: each set gets ~1/n of the cells
+    pixels = assignment.view(rows, cols).repeat_interleave(cell, 0).repeat_interleave(cell, 1)[:height, :width]
+    return torch.stack([pixels == j for j in range(n)])
+
+
+def inpaint(network: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, masks: torch.Tensor,
+            together: bool = True) -> torch.Tensor:
+    """Reconstruct ``images`` (B, C, H, W) from n inpainting passes, one per mask of ``masks`` (n, H, W).
+
+    Pass j sees the image with the cells of mask j set to zero; the reconstruction takes
+    every pixel from the pass in which it was masked. ``together`` runs the n passes as
+    one batch of n·B images (training); otherwise one pass at a time (less memory).
+    """
+    n = masks.shape[0]
+    keep = (~masks).to(images.dtype)[:, None, None]  # (n, 1, 1, H, W)
+    hide = masks.to(images.dtype)[:, None, None]
+    if together:
+        inputs = (images.unsqueeze(0) * keep).flatten(0, 1)
+        outputs = network(inputs).unflatten(0, (n, images.shape[0]))
+        return (outputs * hide).sum(dim=0)
+    result = torch.zeros_like(images)
+    for j in range(n):
+        result += network(images * keep[j]) * hide[j]
+    return result
