@@ -16,3 +16,18 @@ def test_every_hook_is_documented_in_the_plugin_guide():
     assert hooks == ["register_backbones", "register_datasets", "register_detectors"]
     for name in hooks:
         assert f"### {name}" in guide, f"docs/writing-a-plugin.md lacks a section for {name}"
+
+
+def test_the_plugin_guide_example_detector_works(tmp_path):
+    import re
+
+    import torch
+
+    guide = (DOCS / "writing-a-plugin.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.*?)```", guide, re.S) if "class MyMethod(" in block)
+    namespace: dict = {}
+    exec(compile(code, "writing-a-plugin.md", "exec"), namespace)
+    detector = namespace["MyMethod"]().fit(torch.rand(3, 3, 64, 64))
+    prediction = detector.predict(torch.rand(2, 3, 64, 80), progress=None)
+    assert prediction.scores.shape == (2,) and prediction.anomaly_maps.shape == (2, 64, 80)
+    assert set(detector._get_state()) == {"mean"}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
+import attrs
 import torch
 import torch.nn.functional as F
 
 from adcore.backbones import Backbone
+from adcore.detector import Detector, DetectorConfig
 
 
 class FeatureExtractor:
@@ -50,3 +53,42 @@ def resize_to(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(features.shape[-2:]) == tuple(size):
         return features
     return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+
+
+@attrs.define(kw_only=True)
+class BackboneConfig(DetectorConfig):
+    """Parameters of every detector built on a frozen pretrained backbone.
+
+    Attributes:
+        backbone: feature backbone (``adcore list backbones``).
+        backbone_weights: weights file instead of the backbone's default weights.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    backbone_weights: str | None = None
+
+
+class BackboneDetector(Detector):
+    """A detector on frozen backbone features; the network is built on first use.
+
+    Subclasses read features with ``self.extractor(images)``; the levels are
+    :meth:`feature_strides` (by default the config's ``layers``).
+    """
+
+    Config: ClassVar[type[DetectorConfig]] = BackboneConfig
+
+    def __init__(self, config: DetectorConfig | None = None, **params: object) -> None:
+        super().__init__(config, **params)
+        self._extractor: FeatureExtractor | None = None
+
+    def feature_strides(self) -> tuple[int, ...]:
+        """Strides of the feature levels this detector reads."""
+        return tuple(self.config.layers)  # type: ignore[attr-defined]
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None:
+            c = self.config
+            self._extractor = FeatureExtractor(c.backbone, self.feature_strides(),  # type: ignore[attr-defined]
+                                               c.backbone_weights, c.device)  # type: ignore[attr-defined]
+        return self._extractor

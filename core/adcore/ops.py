@@ -65,9 +65,13 @@ def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor, k: int = 1,
     distances = torch.empty(queries.shape[0], k, dtype=torch.float32, device=queries.device)
     indices = torch.empty(queries.shape[0], k, dtype=torch.long, device=queries.device)
     bank_t = bank.t()
+    # One distance block reused for every chunk: allocating it afresh per chunk costs
+    # page faults on every call (SPADE calls this once per test image).
+    buffer = torch.empty(min(rows, queries.shape[0]), bank.shape[0], dtype=torch.float32, device=queries.device)
     for start in range(0, queries.shape[0], rows):
         q = queries[start: start + rows]
-        block = torch.addmm(bank_sq.unsqueeze(0), q, bank_t, alpha=-2.0)
+        block = buffer[: q.shape[0]]
+        torch.addmm(bank_sq.unsqueeze(0), q, bank_t, alpha=-2.0, out=block)
         block += squared_norms(q).unsqueeze(1)
         if k == 1:
             values, idx = block.min(dim=1, keepdim=True)

@@ -8,7 +8,8 @@ import torch
 
 from adcore.errors import DataError
 from adcore_plugin_draem.detector import DRAEM, lr_milestones
-from adcore_plugin_draem.losses import focal_loss, ssim
+from adcore.losses import ssim
+from adcore_plugin_draem.losses import focal_loss
 from adcore_plugin_draem.network import DiscriminativeSubNetwork, ReconstructiveSubNetwork
 from adcore_plugin_draem.simulate import (augment, blend, perlin_mask, perlin_noise, procedural_textures,
                                           simulate)

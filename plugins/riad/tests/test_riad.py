@@ -3,7 +3,8 @@
 import torch
 
 from adcore_plugin_riad.detector import RIAD, reconstruction_loss, smoothing_size
-from adcore_plugin_riad.losses import msgms_loss, msgms_map, ssim
+from adcore.losses import ssim
+from adcore_plugin_riad.losses import msgms_loss, msgms_map
 from adcore_plugin_riad.network import UNet, disjoint_masks, inpaint
 
 

@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from adcore.config import in_range, positive_int, strides
-from adcore.detector import Detector, DetectorConfig
 from adcore.errors import ConfigError, DataError, ModelFileError
-from adcore.features import FeatureExtractor
+from adcore.features import BackboneConfig, BackboneDetector
 from adcore.ops import gaussian_blur, upsample_maps
 from adcore.progress import track_batches
 
@@ -36,7 +35,7 @@ _INVERT_CHUNK = 512
 
 
 @attrs.define(kw_only=True)
-class PaDiMConfig(DetectorConfig):
+class PaDiMConfig(BackboneConfig):
     """PaDiM parameters; defaults follow the paper and its reference code.
 
     Attributes:
@@ -51,8 +50,6 @@ class PaDiMConfig(DetectorConfig):
         sigma: Gaussian smoothing of the anomaly map, in pixels (reference code: 4).
     """
 
-    backbone: str = "efficientnet_lite0"
-    backbone_weights: str | None = None
     layers: tuple[int, ...] = attrs.field(default=(4, 8, 16), validator=strides())
     n_features: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
     covariance_eps: float = attrs.field(default=0.01, validator=in_range(0, low_open=True))
@@ -155,7 +152,7 @@ def mahalanobis(x: torch.Tensor, mean: torch.Tensor, inv_covariance: torch.Tenso
     return squared.clamp_min_(0).sqrt_().transpose(0, 1)
 
 
-class PaDiM(Detector):
+class PaDiM(BackboneDetector):
     """PaDiM anomaly detector.
 
     Fitted attributes:
@@ -167,17 +164,6 @@ class PaDiM(Detector):
 
     name = "padim"
     Config = PaDiMConfig
-
-    def __init__(self, config: PaDiMConfig | None = None, **params: object) -> None:
-        super().__init__(config, **params)
-        self._extractor: FeatureExtractor | None = None
-
-    @property
-    def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            c = self.config
-            self._extractor = FeatureExtractor(c.backbone, c.layers, c.backbone_weights, c.device)
-        return self._extractor
 
     # -- embedding -------------------------------------------------------
     def embed(self, images: torch.Tensor, channels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -12,7 +12,8 @@ selected centre it was last measured against, ``a(x)``, and that distance
 ``mind(x)`` when ``|a(x) - c| < D(x) + mind(x)``; the distances from ``c`` to
 the earlier centres are one small product, so the test costs a gather per
 point instead of a 128-dimensional distance. After the first few hundred picks
-a pick measures a few per cent of the points. Buffers are allocated up front:
+a pick measures a few per cent of the points (while most points are in reach, a plain full pass
+is used). Buffers are allocated up front:
 memory does not grow with the number of picks.
 """
 
@@ -23,6 +24,8 @@ import math
 import torch
 
 from adcore.progress import bar
+
+_DENSE_SHARE = 0.2  # above this share of candidate points a full pass is cheaper than gathering them
 
 def random_projection(features: torch.Tensor, dim: int, generator: torch.Generator) -> torch.Tensor:
     """Project (N, D) to (N, dim) with a Gaussian random map (identity when D <= dim)."""
@@ -72,19 +75,28 @@ def greedy_coreset(features: torch.Tensor, ratio: float, projection_dim: int = 1
             selected[i] = pick
             centre, centre_sq = z[pick], z_sq[pick]
             centres[i], centres_sq[i] = centre, centre_sq
-            if i == 0:
-                idx = torch.arange(n)
-            else:
+            candidate = None
+            if i > 0:
                 reach = _distances(centres[:i], centres_sq[:i], centre, centre_sq)
-                idx = (reach[nearest] < slack).nonzero().squeeze(1)
-            dist = _distances(z[idx], z_sq[idx], centre, centre_sq)
-            closer = dist < measured[idx]
-            moved = idx[closer]
-            nearest[moved] = i
-            measured[moved] = dist[closer]
-            mind[idx] = torch.minimum(mind[idx], dist)
-            mind[pick] = 0.0
-            slack[idx] = measured[idx] + mind[idx]
+                candidate = reach[nearest] < slack
+            if candidate is None or int(candidate.sum()) > n * _DENSE_SHARE:
+                # Early picks reach most points: one streaming pass beats gathering them.
+                dist = _distances(z, z_sq, centre, centre_sq)
+                nearest.masked_fill_(dist < measured, i)
+                torch.minimum(measured, dist, out=measured)
+                torch.minimum(mind, dist, out=mind)
+                mind[pick] = 0.0
+                torch.add(measured, mind, out=slack)
+            else:
+                idx = candidate.nonzero().squeeze(1)
+                dist = _distances(z[idx], z_sq[idx], centre, centre_sq)
+                closer = dist < measured[idx]
+                moved = idx[closer]
+                nearest[moved] = i
+                measured[moved] = dist[closer]
+                mind[idx] = torch.minimum(mind[idx], dist)
+                mind[pick] = 0.0
+                slack[idx] = measured[idx] + mind[idx]
             progress_bar.update(1)
     return selected
 

@@ -15,15 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from adcore.config import in_range, positive_int, strides
-from adcore.detector import Detector, DetectorConfig
-from adcore.features import FeatureExtractor, resize_to
+from adcore.features import BackboneConfig, BackboneDetector, resize_to
 from adcore.ops import gaussian_blur, nearest_neighbours, squared_norms, upsample_maps
 from adcore.progress import track_batches
 from adcore_plugin_patchcore.coreset import greedy_coreset
 
 
 @attrs.define(kw_only=True)
-class PatchCoreConfig(DetectorConfig):
+class PatchCoreConfig(BackboneConfig):
     """PatchCore parameters; defaults are the paper's.
 
     Attributes:
@@ -41,8 +40,6 @@ class PatchCoreConfig(DetectorConfig):
         sigma: Gaussian smoothing of the anomaly map, in pixels (paper: 4).
     """
 
-    backbone: str = "efficientnet_lite0"
-    backbone_weights: str | None = None
     layers: tuple[int, ...] = attrs.field(default=(8, 16), validator=strides())
     patch_size: int = attrs.field(default=3, validator=positive_int)
     pretrain_embed_dimension: int = attrs.field(default=1024, validator=positive_int)
@@ -54,7 +51,7 @@ class PatchCoreConfig(DetectorConfig):
     sigma: float = attrs.field(default=4.0, validator=in_range(0))
 
 
-class PatchCore(Detector):
+class PatchCore(BackboneDetector):
     """PatchCore anomaly detector.
 
     Fitted attributes:
@@ -63,17 +60,6 @@ class PatchCore(Detector):
 
     name = "patchcore"
     Config = PatchCoreConfig
-
-    def __init__(self, config: PatchCoreConfig | None = None, **params: object) -> None:
-        super().__init__(config, **params)
-        self._extractor: FeatureExtractor | None = None
-
-    @property
-    def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            c = self.config
-            self._extractor = FeatureExtractor(c.backbone, c.layers, c.backbone_weights, c.device)
-        return self._extractor
 
     # -- embedding -------------------------------------------------------
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

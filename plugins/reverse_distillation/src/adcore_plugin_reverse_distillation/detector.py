@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adcore.config import in_range, positive_int, strides
-from adcore.detector import Detector, DetectorConfig
 from adcore.errors import ConfigError
-from adcore.features import FeatureExtractor, resize_to
+from adcore.features import BackboneConfig, BackboneDetector, resize_to
 from adcore.ops import gaussian_blur, upsample_maps
 from adcore.training import cache_features, train
 
@@ -45,7 +44,7 @@ def _optional_positive(instance, attribute, value):  # type: ignore[no-untyped-d
 
 
 @attrs.define(kw_only=True)
-class ReverseDistillationConfig(DetectorConfig):
+class ReverseDistillationConfig(BackboneConfig):
     """Reverse Distillation parameters; defaults are the paper's unless noted.
 
     Attributes:
@@ -61,8 +60,6 @@ class ReverseDistillationConfig(DetectorConfig):
         sigma: Gaussian smoothing of the anomaly map, in pixels (paper: 4).
     """
 
-    backbone: str = "efficientnet_lite0"
-    backbone_weights: str | None = None
     layers: tuple[int, ...] = attrs.field(default=(4, 8, 16), validator=strides())
     lr: float = attrs.field(default=0.005, validator=in_range(0, low_open=True))
     beta1: float = attrs.field(default=0.5, validator=in_range(0, 1, high_open=True))
@@ -184,7 +181,7 @@ def distillation_loss(teacher: Sequence[torch.Tensor], student: Sequence[torch.T
     return sum(m.mean() for m in cosine_distance_maps(teacher, student))  # type: ignore[return-value]
 
 
-class ReverseDistillation(Detector):
+class ReverseDistillation(BackboneDetector):
     """Reverse Distillation anomaly detector (alias ``rd4ad``).
 
     Fitted attributes:
@@ -202,15 +199,7 @@ class ReverseDistillation(Detector):
         if len(self.config.layers) < 2:
             raise ConfigError("The 'layers' parameter of ReverseDistillation must name at least 2 strides. "
                               f"Got {self.config.layers!r} instead.")
-        self._extractor: FeatureExtractor | None = None
         self.loss_history_: list[float] = []
-
-    @property
-    def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            c = self.config
-            self._extractor = FeatureExtractor(c.backbone, c.layers, c.backbone_weights, c.device)
-        return self._extractor
 
     def build(self, channels: Sequence[int], level_strides: Sequence[int]) -> tuple[OCBE, Decoder]:
         """The trainable OCBE and decoder for a teacher with these channels and strides."""

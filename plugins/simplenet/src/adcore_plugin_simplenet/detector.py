@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adcore.config import in_range, positive_int, strides
-from adcore.detector import Detector, DetectorConfig
-from adcore.features import FeatureExtractor, resize_to
+from adcore.features import BackboneConfig, BackboneDetector, resize_to
 from adcore.ops import gaussian_blur, upsample_maps
 from adcore.training import CachedData, cache_features, train
 
@@ -34,7 +33,7 @@ def _optional_positive(instance, attribute, value):  # type: ignore[no-untyped-d
 
 
 @attrs.define(kw_only=True)
-class SimpleNetConfig(DetectorConfig):
+class SimpleNetConfig(BackboneConfig):
     """SimpleNet parameters; defaults are the official code's unless noted.
 
     Attributes:
@@ -59,8 +58,6 @@ class SimpleNetConfig(DetectorConfig):
         sigma: Gaussian smoothing of the anomaly map, in pixels (official: 4).
     """
 
-    backbone: str = "efficientnet_lite0"
-    backbone_weights: str | None = None
     layers: tuple[int, ...] = attrs.field(default=(8, 16), validator=strides())
     patch_size: int = attrs.field(default=3, validator=positive_int)
     pretrain_embed_dimension: int = attrs.field(default=1536, validator=positive_int)
@@ -107,7 +104,7 @@ def _init_xavier(module: nn.Module, generator: torch.Generator) -> None:
                     m.bias.copy_((torch.rand(m.bias.shape, generator=generator) * 2 - 1) * bound)
 
 
-class SimpleNet(Detector):
+class SimpleNet(BackboneDetector):
     """SimpleNet anomaly detector.
 
     Fitted attributes:
@@ -122,15 +119,7 @@ class SimpleNet(Detector):
 
     def __init__(self, config: SimpleNetConfig | None = None, **params: object) -> None:
         super().__init__(config, **params)
-        self._extractor: FeatureExtractor | None = None
         self.loss_history_: list[float] = []
-
-    @property
-    def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            c = self.config
-            self._extractor = FeatureExtractor(c.backbone, c.layers, c.backbone_weights, c.device)
-        return self._extractor
 
     # -- embedding -------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,8 @@ import attrs
 import torch
 
 from adcore.config import in_range, positive_int, strides
-from adcore.detector import Detector, DetectorConfig
 from adcore.errors import ConfigError, DataError
-from adcore.features import FeatureExtractor, resize_to
+from adcore.features import BackboneConfig, BackboneDetector, resize_to
 from adcore.ops import gaussian_blur, nearest_neighbours, squared_norms, upsample_maps
 from adcore.progress import track_batches
 
@@ -46,7 +45,7 @@ def _one_of(choices: tuple[Any, ...]):  # type: ignore[no-untyped-def]
 
 
 @attrs.define(kw_only=True)
-class SpadeConfig(DetectorConfig):
+class SpadeConfig(BackboneConfig):
     """SPADE parameters; defaults follow the paper.
 
     Attributes:
@@ -64,8 +63,6 @@ class SpadeConfig(DetectorConfig):
             (half the memory; distances are still computed in float32) or "float32".
     """
 
-    backbone: str = "efficientnet_lite0"
-    backbone_weights: str | None = None
     layers: tuple[int, ...] = attrs.field(default=(4, 8, 16), validator=strides(_STRIDES))
     image_layer: int = attrs.field(default=32, validator=_one_of(_STRIDES))
     k_images: int = attrs.field(default=50, validator=positive_int)
@@ -74,7 +71,7 @@ class SpadeConfig(DetectorConfig):
     gallery_dtype: str = attrs.field(default="float16", validator=_one_of(tuple(_DTYPES)))
 
 
-class Spade(Detector):
+class Spade(BackboneDetector):
     """SPADE anomaly detector.
 
     Fitted attributes:
@@ -86,17 +83,9 @@ class Spade(Detector):
     name = "spade"
     Config = SpadeConfig
 
-    def __init__(self, config: SpadeConfig | None = None, **params: object) -> None:
-        super().__init__(config, **params)
-        self._extractor: FeatureExtractor | None = None
-
-    @property
-    def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            c = self.config
-            levels = tuple(sorted(set(c.layers) | {c.image_layer}))
-            self._extractor = FeatureExtractor(c.backbone, levels, c.backbone_weights, c.device)
-        return self._extractor
+    def feature_strides(self) -> tuple[int, ...]:
+        """The pixel-level pyramid plus the image-level layer."""
+        return tuple(sorted(set(self.config.layers) | {self.config.image_layer}))
 
     # -- features --------------------------------------------------------
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
