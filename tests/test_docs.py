@@ -28,6 +28,6 @@ def test_the_plugin_guide_example_detector_works(tmp_path):
     namespace: dict = {}
     exec(compile(code, "writing-a-plugin.md", "exec"), namespace)
     detector = namespace["MyMethod"]().fit(torch.rand(3, 3, 64, 64))
-    prediction = detector.predict(torch.rand(2, 3, 64, 80), progress=None)
-    assert prediction.scores.shape == (2,) and prediction.anomaly_maps.shape == (2, 64, 80)
+    prediction = detector.predict(torch.rand(2, 3, 64, 64), progress=None)
+    assert prediction.scores.shape == (2,) and prediction.anomaly_maps.shape == (2, 64, 64)
     assert set(detector._get_state()) == {"mean"}
