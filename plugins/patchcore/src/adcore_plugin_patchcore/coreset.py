@@ -26,6 +26,7 @@ import torch
 from adcore.progress import bar
 
 _DENSE_SHARE = 0.2  # above this share of candidate points a full pass is cheaper than gathering them
+_RECHECK_EVERY = 8  # while passes are dense, test for pruning only every few picks
 
 def random_projection(features: torch.Tensor, dim: int, generator: torch.Generator) -> torch.Tensor:
     """Project (N, D) to (N, dim) with a Gaussian random map (identity when D <= dim)."""
@@ -69,6 +70,7 @@ def greedy_coreset(features: torch.Tensor, ratio: float, projection_dim: int = 1
     centres = torch.empty(count, z.shape[1])
     centres_sq = torch.empty(count)
     selected = torch.empty(count, dtype=torch.long)
+    recheck_at = 0
     with bar(total=count, desc="coreset", unit="pick", enabled=progress) as progress_bar:
         for i in range(count):
             pick = int(mind.argmax())
@@ -76,10 +78,13 @@ def greedy_coreset(features: torch.Tensor, ratio: float, projection_dim: int = 1
             centre, centre_sq = z[pick], z_sq[pick]
             centres[i], centres_sq[i] = centre, centre_sq
             candidate = None
-            if i > 0:
+            if i > 0 and i >= recheck_at:
                 reach = _distances(centres[:i], centres_sq[:i], centre, centre_sq)
                 candidate = reach[nearest] < slack
-            if candidate is None or int(candidate.sum()) > n * _DENSE_SHARE:
+                if int(candidate.sum()) > n * _DENSE_SHARE:
+                    candidate = None
+                    recheck_at = i + _RECHECK_EVERY  # most points in reach: the test would be wasted
+            if candidate is None:
                 # Early picks reach most points: one streaming pass beats gathering them.
                 dist = _distances(z, z_sq, centre, centre_sq)
                 nearest.masked_fill_(dist < measured, i)
