@@ -33,10 +33,6 @@ from adcore_plugin_draem.simulate import FolderTextures, procedural_textures, si
 PAPER_EPOCHS = 700
 
 
-def _optional_positive(instance, attribute, value):  # type: ignore[no-untyped-def]
-    if value is not None:
-        in_range(0, low_open=True)(instance, attribute, value)
-
 
 def _odd(instance, attribute, value):  # type: ignore[no-untyped-def]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
@@ -82,7 +78,8 @@ class DRAEMConfig(DetectorConfig):
     perlin_threshold: float = attrs.field(default=0.5, validator=in_range(-1, 1))
     anomaly_prob: float = attrs.field(default=0.5, validator=in_range(0, 1))
     train_crop: int | None = attrs.field(default=128, validator=attrs.validators.optional(positive_int))
-    time_budget_s: float | None = attrs.field(default=None, validator=_optional_positive)
+    time_budget_s: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(in_range(0, low_open=True)))
     score_filter: int = attrs.field(default=21, validator=_odd)
     sigma: float = attrs.field(default=0.0, validator=in_range(0))
 

@@ -38,10 +38,6 @@ _ARCHITECTURES = {
 _DEFAULT_ARCHITECTURE = ("basic", 2, (2, 2, 2), 64)
 
 
-def _optional_positive(instance, attribute, value):  # type: ignore[no-untyped-def]
-    if value is not None:
-        in_range(0, low_open=True)(instance, attribute, value)
-
 
 @attrs.define(kw_only=True)
 class ReverseDistillationConfig(BackboneConfig):
@@ -65,7 +61,8 @@ class ReverseDistillationConfig(BackboneConfig):
     beta1: float = attrs.field(default=0.5, validator=in_range(0, 1, high_open=True))
     epochs: int = attrs.field(default=20, validator=positive_int)
     train_batch_size: int = attrs.field(default=16, validator=positive_int)
-    time_budget_s: float | None = attrs.field(default=None, validator=_optional_positive)
+    time_budget_s: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(in_range(0, low_open=True)))
     sigma: float = attrs.field(default=4.0, validator=in_range(0))
 
 

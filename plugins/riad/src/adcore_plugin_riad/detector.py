@@ -29,10 +29,6 @@ from adcore_plugin_riad.network import UNet, disjoint_masks, inpaint
 PAPER_EPOCHS = 300
 
 
-def _optional_positive(instance, attribute, value):  # type: ignore[no-untyped-def]
-    if value is not None:
-        in_range(0, low_open=True)(instance, attribute, value)
-
 
 def _cell_sizes(instance, attribute, value):  # type: ignore[no-untyped-def]
     if not (isinstance(value, tuple) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -84,7 +80,8 @@ class RIADConfig(DetectorConfig):
     lr: float = attrs.field(default=1e-4, validator=in_range(0, low_open=True))
     epochs: int = attrs.field(default=10, validator=positive_int)
     train_batch_size: int = attrs.field(default=8, validator=positive_int)
-    time_budget_s: float | None = attrs.field(default=None, validator=_optional_positive)
+    time_budget_s: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(in_range(0, low_open=True)))
     train_crop: int | None = attrs.field(default=128, validator=attrs.validators.optional(positive_int))
     smoothing: int | None = attrs.field(default=None, validator=_odd_or_none)
 

@@ -27,10 +27,6 @@ from adcore.training import CachedData, cache_features, train
 PAPER_EPOCHS = 160
 
 
-def _optional_positive(instance, attribute, value):  # type: ignore[no-untyped-def]
-    if value is not None:
-        in_range(0, low_open=True)(instance, attribute, value)
-
 
 @attrs.define(kw_only=True)
 class SimpleNetConfig(BackboneConfig):
@@ -70,7 +66,8 @@ class SimpleNetConfig(BackboneConfig):
     dsc_weight_decay: float = attrs.field(default=1e-5, validator=in_range(0))
     epochs: int = attrs.field(default=10, validator=positive_int)
     train_batch_size: int = attrs.field(default=8, validator=positive_int)
-    time_budget_s: float | None = attrs.field(default=None, validator=_optional_positive)
+    time_budget_s: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(in_range(0, low_open=True)))
     sigma: float = attrs.field(default=4.0, validator=in_range(0))
 
 
