@@ -434,32 +434,6 @@ def examples(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     return chosen
 
 
-def save_roc_overlay(path: Path, curves: Mapping[str, tuple[np.ndarray, np.ndarray, float | None]],
-                     title: str) -> None:
-    """ROC curves of several detectors on one plot; a small margin keeps curves on the axes visible."""
-    from adcore.visualize import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    try:
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
-        for label, (fpr, tpr, auroc) in curves.items():
-            auc = NA if auroc is None else f"{auroc:.3f}"
-            ax.plot(fpr, tpr, linewidth=1.8, label=f"{label} (AUROC {auc})", clip_on=False, zorder=3)
-        ax.set_xlim(-0.015, 1.015)
-        ax.set_ylim(-0.015, 1.015)
-        ax.set_aspect("equal")
-        ax.set_xlabel("false positive rate")
-        ax.set_ylabel("true positive rate")
-        ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
-
-
 def _png(draw) -> str:  # type: ignore[no-untyped-def]
     """Run a plotting function on a temporary path; return the PNG as a data URI."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -623,13 +597,13 @@ def render_html(results: Results, tables: Mapping[str, dict[str, Any]], summary:
             elif (folder / "roc_pixel.png").is_file():
                 pixel_pngs.append((label_of[d], folder / "roc_pixel.png"))
         if curves:
-            uri = _png(lambda p: save_roc_overlay(p, curves, f"{category}: image ROC"))
+            uri = _png(lambda p: visualize.save_roc(p, curves, f"{category}: image ROC"))
             add(f"<img alt='{_e(category)} image ROC' src='{uri}'>")
         else:
             add("<div class='missing'>No image ROC: no finished cell with both normal and defective "
                 "test images.</div>")
         if pixel_curves:
-            uri = _png(lambda p: save_roc_overlay(p, pixel_curves, f"{category}: pixel ROC"))
+            uri = _png(lambda p: visualize.save_roc(p, pixel_curves, f"{category}: pixel ROC"))
             add(f"<img alt='{_e(category)} pixel ROC' src='{uri}'>")
         if not pixel_curves and not pixel_pngs:
             add("<div class='missing'>No pixel ROC (no masks, or no finished cell).</div>")
