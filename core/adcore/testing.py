@@ -15,9 +15,16 @@ The factory must accept keyword overrides of config fields (``seed``,
 
 from __future__ import annotations
 
+import csv
 import functools
+import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +203,99 @@ def parametrize_with_checks(factory: Factory, min_auroc: float = 0.7,  # type: i
 
     checks = list(detector_checks(factory, min_auroc, min_image_auroc))
     return pytest.mark.parametrize("check", checks, ids=[c.__name__ for c in checks])
+
+
+# -- command-line checks, by registered detector name -----------------------
+def _set_options(assignments: Sequence[str]) -> list[str]:
+    return [part for a in assignments for part in ("--set", a)]
+
+
+def check_run_then_predict(name: str, assignments: Sequence[str] = ()) -> None:
+    """The model `adcore run` saves gives the run's own test scores under `adcore predict`."""
+    from click.testing import CliRunner
+
+    from adcore.cli.main import cli
+
+    root = _synthetic_root()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        run = CliRunner().invoke(cli, ["run", "--detector", name, "--data", str(root), "--image-size", str(SIZE),
+                                       "--no-panels", "--out", str(out / "run"), *_set_options(assignments)])
+        assert run.exit_code == 0, f"adcore run failed:\n{run.output}"
+        (folder,) = [p.parent for p in (out / "run").rglob("model") if p.is_dir()]
+        with open(folder / "predictions.csv") as handle:
+            expected = {row["image"]: float(row["score"]) for row in csv.DictReader(handle)}
+        test_dirs = sorted(p for p in (root / "machined_part" / "test").iterdir() if p.is_dir())
+        predict = CliRunner().invoke(cli, ["predict", str(folder), *map(str, test_dirs), "--out", str(out / "p")])
+        assert predict.exit_code == 0, f"adcore predict failed:\n{predict.output}"
+        rows = json.loads((out / "p" / "predictions.json").read_text())["predictions"]
+    got = {"/".join(Path(row["image"]).parts[-2:]): row["score"] for row in rows}
+    assert len(got) == len(expected), f"predicted {len(got)} images, the run tested {len(expected)}"
+    keys = sorted(expected)
+    _same(np.array([expected[k] for k in keys]), np.array([got[k.split("/", 1)[1]] for k in keys]),
+          "`adcore predict` scores differ from the run's: save every fitted tensor in _get_state()")
+
+
+def check_interrupt_keeps_no_model(name: str, assignments: Sequence[str] = (), timeout_s: float = 120) -> None:
+    """Ctrl-C (SIGINT) during training exits with status 130 and leaves no model or partial folder."""
+    root = _synthetic_root()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        command = [sys.executable, "-c", "from adcore.cli.main import cli; cli()", "run", "--detector", name,
+                   "--data", str(root), "--image-size", str(SIZE), "--out", str(out), *_set_options(assignments)]
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   env={**os.environ, "ADCORE_PROGRESS": "1"})
+        stderr = _read_until(process, "epoch/s", timeout_s)  # tqdm draws the training bar
+        try:
+            assert "epoch/s" in stderr, f"training never started (give enough epochs):\n{stderr[-2000:]}"
+            process.send_signal(signal.SIGINT)
+            _, rest = process.communicate(timeout=timeout_s)
+        finally:
+            process.kill()
+            process.wait()
+        stderr += rest.decode(errors="replace")
+        assert process.returncode == 130, f"exit status {process.returncode} after SIGINT:\n{stderr[-2000:]}"
+        assert "Interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
+        left = [p.relative_to(out).as_posix() for p in out.rglob("*")] if out.exists() else []
+        assert not left, f"an interrupted run left {left}"
+
+
+def _read_until(process: subprocess.Popen, marker: str, timeout_s: float) -> str:  # type: ignore[type-arg]
+    """Read the process's stderr until ``marker`` shows up, it exits, or time runs out."""
+    import selectors
+
+    assert process.stderr is not None
+    text = b""
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while marker.encode() not in text and time.monotonic() < deadline:
+            if not selector.select(timeout=0.5):
+                if process.poll() is not None:
+                    break
+                continue
+            chunk = os.read(process.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            text += chunk
+    return text.decode(errors="replace")
+
+
+CLI_CHECKS = (check_run_then_predict, check_interrupt_keeps_no_model)
+
+
+def parametrize_with_cli_checks(name: str, assignments: Sequence[str] = (),  # type: ignore[no-untyped-def]
+                                interrupt_assignments: Sequence[str] = ("epochs=100000",)):
+    """A pytest parametrize decorator over the command-line checks of an installed detector.
+
+    ``assignments`` are ``--set`` values that keep the run quick; the interrupt
+    check adds ``interrupt_assignments`` (enough epochs to still be training).
+    """
+    import pytest
+
+    checks = [functools.partial(check_run_then_predict, name, tuple(assignments)),
+              functools.partial(check_interrupt_keeps_no_model, name,
+                                (*assignments, *interrupt_assignments))]
+    for check, original in zip(checks, CLI_CHECKS):
+        functools.update_wrapper(check, original)
+    return pytest.mark.parametrize("check", checks, ids=[c.__name__ for c in CLI_CHECKS])
