@@ -82,3 +82,22 @@ def test_fitted_state_and_grid_mismatch():
 def test_single_training_image_is_an_error():
     with pytest.raises(DataError, match="at least 2"):
         PaDiM(backbone_weights="random").fit(torch.rand(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (64, 96), (72, 100)])  # whole and fractional level ratios
+def test_embedding_matches_channel_first_concatenation(size):
+    import torch.nn.functional as F
+
+    detector = PaDiM(backbone_weights="random")
+    channels = channel_subset(176, 100, seed=0)
+    images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    levels = detector.extractor(images)
+    grid = tuple(levels[0].shape[-2:])
+    parts, offset = [], 0
+    for features in levels:
+        local = channels[(channels >= offset) & (channels < offset + features.shape[1])] - offset
+        offset += features.shape[1]
+        parts.append(F.interpolate(features.index_select(1, local), size=grid, mode="nearest"))
+    expected = torch.cat(parts, dim=1).permute(0, 2, 3, 1).reshape(2, grid[0] * grid[1], -1)
+    embedding, got_grid = detector.embed(images, channels)
+    assert got_grid == grid and torch.equal(embedding, expected)
