@@ -41,6 +41,9 @@ class UNet(nn.Module):
             _double_conv(outs[1] + widths[0], outs[0]),
         ])
         self.head = nn.Conv2d(w, channels, 1)
+        # channels_last: CPU convolutions (forward and backward) run ~1.35x faster (measured on
+        # DRAEM's networks, batch 8 at 128 px, one thread).
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -48,6 +51,7 @@ class UNet(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w)
                       else "replicate")
+        x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for i, block in enumerate(self.encoder):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
