@@ -478,6 +478,7 @@ td.failed{color:#b00020;font-weight:600}td.notrun{color:#999}
 .plots img{width:380px;height:auto;border:1px solid #eee}.plots.small img{width:250px}
 .plots.small figcaption{text-align:center}
 .strip{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:8px}
+.strip figure{flex:0 1 calc(50% - 6px);min-width:320px}
 figure{margin:0}figure img{max-width:100%;border:1px solid #ddd;image-rendering:auto}
 figcaption{font-size:12.5px;color:#333;margin-top:2px}
 .missing{width:300px;padding:20px;background:#f0f0f0;color:#666;font-size:13px}
