@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from adcore import __version__, metrics, visualize
+from adcore import __version__, checkpoints, metrics, visualize
 from adcore.config import as_json_dict, parse_assignments
 from adcore.data import Category
 from adcore.data.loading import ImageBatches, load_images, load_masks
@@ -94,8 +94,11 @@ def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
     batch = detector.config.batch_size
     train, calibration, source = split_calibration(category, options.holdout, options.seed)
 
+    target = options.out / options.detector / category.name
+    checkpoint = target.parent / f".{category.name}.checkpoint"
     started = time.perf_counter()
-    detector.fit(ImageBatches([s.path for s in train], size, batch))
+    with checkpoints.checkpointing(checkpoint, _fingerprint(options, detector, train)) as place:
+        detector.fit(ImageBatches([s.path for s in train], size, batch))
     fit_seconds = time.perf_counter() - started
 
     image_threshold = pixel_threshold = None
@@ -125,6 +128,7 @@ def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
         "n_test": len(test),
         "n_test_defective": int(labels.sum()),
         "fit_seconds": round(fit_seconds, 3),
+        "resumed_from_epoch": place.resumed_from,
         "predict_seconds": round(predict_seconds, 3),
         "images_per_second": round(len(test) / predict_seconds, 3) if predict_seconds > 0 else None,
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -133,10 +137,20 @@ def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
         "adcore_version": __version__,
         "command": options.command,
     })
-    target = options.out / options.detector / category.name
     _write_atomically(target, lambda folder: _write_outputs(folder, detector, category, result, prediction,
                                                             labels, masks, options))
+    checkpoints.remove(checkpoint)
     return result
+
+
+def _fingerprint(options: RunOptions, detector: Detector, train: Sequence[Any]) -> str:
+    """What makes two fits the same: detector, its parameters, image size, training files, version."""
+    import hashlib
+
+    identity = {"detector": options.detector, "config": as_json_dict(detector.config),
+                "image_size": options.image_size, "train": [str(s.path) for s in train],
+                "adcore": __version__}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _metrics(labels: np.ndarray, masks: np.ndarray | None, prediction: Prediction,

@@ -241,7 +241,7 @@ def check_run_then_predict(name: str, assignments: Sequence[str] = ()) -> None:
 
 
 def check_interrupt_keeps_no_model(name: str, assignments: Sequence[str] = (), timeout_s: float = 120) -> None:
-    """Ctrl-C (SIGINT) during training exits with status 130 and leaves no model or partial folder."""
+    """Ctrl-C (SIGINT) during training exits with status 130 and leaves no model, only a checkpoint."""
     root = _synthetic_root()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
@@ -260,8 +260,44 @@ def check_interrupt_keeps_no_model(name: str, assignments: Sequence[str] = (), t
         stderr += rest.decode(errors="replace")
         assert process.returncode == 130, f"exit status {process.returncode} after SIGINT:\n{stderr[-2000:]}"
         assert "Interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
-        left = [p.relative_to(out).as_posix() for p in out.rglob("*")] if out.exists() else []
-        assert not left, f"an interrupted run left {left}"
+        files = [p.relative_to(out) for p in out.rglob("*") if p.is_file()] if out.exists() else []
+        left = [p.as_posix() for p in files if not any(part.endswith(".checkpoint") for part in p.parts)]
+        assert not left, f"an interrupted run left {left} (only its training checkpoint may stay)"
+
+
+def check_resume_after_interrupt(name: str, assignments: Sequence[str] = (), timeout_s: float = 300) -> None:
+    """A run stopped by SIGINT after a finished epoch resumes from its checkpoint to the uninterrupted scores."""
+    root = _synthetic_root()
+    with tempfile.TemporaryDirectory() as tmp:
+        def command(out: Path) -> list[str]:
+            return [sys.executable, "-c", "from adcore.cli.main import cli; cli()", "run", "--detector", name,
+                    "--data", str(root), "--image-size", str(SIZE), "--no-panels", "--out", str(out),
+                    *_set_options(assignments)]
+
+        whole, split = Path(tmp) / "whole", Path(tmp) / "split"
+        subprocess.run(command(whole), check=True, capture_output=True, timeout=timeout_s)
+        process = subprocess.Popen(command(split), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while process.poll() is None and not list(split.rglob("state.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=timeout_s)
+        assert process.returncode == 130, (f"the run ended ({process.returncode}) before SIGINT; "
+                                           "give it more epochs so that it is still training")
+        subprocess.run(command(split), check=True, capture_output=True, timeout=timeout_s)
+        read = [{row["image"]: float(row["score"])
+                 for row in csv.DictReader(next(out.rglob("predictions.csv")).read_text().splitlines())}
+                for out in (whole, split)]
+        logs = [json.loads(next(out.rglob("training_log.json")).read_text()) for out in (whole, split)]
+        resumed = [json.loads(next(out.rglob("metrics.json")).read_text())["resumed_from_epoch"]
+                   for out in (whole, split)]
+        assert not list(split.rglob("*.checkpoint")), "the checkpoint must be deleted once the model is written"
+    assert resumed[0] is None and (resumed[1] or 0) >= 1, f"the second run did not resume ({resumed[1]})"
+    assert logs[0] == logs[1], f"loss history differs after resuming: {logs[0]} vs {logs[1]}"
+    keys = sorted(read[0])
+    _same(np.array([read[0][k] for k in keys]), np.array([read[1][k] for k in keys]),
+          "scores after resuming differ from an uninterrupted run: pass every module, optimiser and "
+          "random generator of the training to train(saved=..., rngs=...)")
 
 
 def _read_until(process: subprocess.Popen, marker: str, timeout_s: float) -> str:  # type: ignore[type-arg]

@@ -12,8 +12,11 @@ Two functions:
   time budget, and returns the per-epoch mean losses (the detector keeps them,
   e.g. as ``loss_history_``).
 
-Nothing here writes files. A KeyboardInterrupt propagates unchanged: the runner
-writes models atomically, so an interrupted fit leaves nothing behind.
+Inside the runner's :func:`adcore.checkpoints.checkpointing` block, ``train``
+saves the modules, optimisers and random generators passed as ``saved`` and
+``rngs`` after every epoch, and resumes from such a checkpoint of the same fit.
+A KeyboardInterrupt propagates unchanged: the runner writes models atomically,
+so an interrupted fit leaves no model behind, only its last checkpoint.
 
 Example::
 
@@ -29,11 +32,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from adcore import checkpoints
 from adcore.progress import bar, track_batches
 
 Step = Callable[[Any], float]
@@ -109,7 +113,9 @@ def cache_features(network: Callable[[torch.Tensor], torch.Tensor | Sequence[tor
 
 def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: int, batch_size: int,
           seed: int, time_budget_s: float | None = None, desc: str = "train", drop_last: bool = False,
-          on_epoch_end: Callable[[int, float], None] | None = None) -> list[float]:
+          on_epoch_end: Callable[[int, float], None] | None = None,
+          saved: Mapping[str, checkpoints.Saved] | None = None,
+          rngs: Mapping[str, checkpoints.Rng] | None = None) -> list[float]:
     """Run up to ``epochs`` epochs of ``step`` over mini-batches of ``data``.
 
     Args:
@@ -130,6 +136,10 @@ def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: i
             a step uses batch statistics and a single row would be a problem).
         on_epoch_end: ``f(epoch_index, mean_loss)`` after each epoch, e.g. to
             step a learning-rate schedule.
+        saved: the modules and optimisers a checkpoint must hold (by name);
+            without them nothing is checkpointed.
+        rngs: every random generator ``step`` draws from (numpy or torch), so a
+            resumed training draws what the uninterrupted one would have.
 
     Returns:
         Mean step loss of every epoch run, in order (length = epochs run).
@@ -146,8 +156,15 @@ def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: i
     started = time.perf_counter()
     history: list[float] = []
     out_of_time = False
-    with bar(total=epochs, desc=desc, unit="epoch") as progress:
-        for epoch in range(epochs):
+    place = checkpoints.current() if saved else None
+    generators = {**(rngs or {}), "_shuffle": generator}
+    first = 0
+    if place is not None:
+        resumed = checkpoints.load(place, saved or {}, generators)
+        if resumed is not None:
+            first, history = resumed
+    with bar(total=epochs, initial=min(first, epochs), desc=desc, unit="epoch") as progress:
+        for epoch in range(first, epochs):
             if isinstance(data, CachedData):
                 batches: Iterable[Any] = data.batches(batch_size, generator, drop_last)
             else:
@@ -172,6 +189,8 @@ def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: i
                 on_epoch_end(epoch, mean)
             if out_of_time:
                 break
+            if place is not None:
+                checkpoints.save(place, epoch + 1, history, saved or {}, generators)
     return history
 
 

@@ -22,7 +22,8 @@ class _Group(click.Group):
             click.echo(f"Error: {' '.join(str(exc).split())}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("Interrupted; no partial output was kept.", err=True)
+            click.echo("Interrupted; no partial output was kept. Run the same command again to resume "
+                       "training from its last finished epoch.", err=True)
             sys.exit(130)
 
 

@@ -171,7 +171,10 @@ class DRAEM(Detector):
         self.reconstructive_.train()
         self.discriminative_.train()
         self.loss_history_ = train(step, data, c.epochs, c.train_batch_size, c.seed, c.time_budget_s,
-                                   desc="draem train", on_epoch_end=on_epoch_end)
+                                   desc="draem train", on_epoch_end=on_epoch_end,
+                                   saved={"reconstructive": self.reconstructive_,
+                                          "discriminative": self.discriminative_, "optimiser": optimiser},
+                                   rngs={"simulation": rng})
         self.reconstructive_.eval()
         self.discriminative_.eval()
 

@@ -234,7 +234,8 @@ class ReverseDistillation(BackboneDetector):
         # drop_last: a one-image batch would break the BatchNorm statistics at the code's small grid.
         drop_last = count > c.train_batch_size
         self.loss_history_ = train(step, teacher, c.epochs, c.train_batch_size, c.seed, c.time_budget_s,
-                                   desc="rd train", drop_last=drop_last)
+                                   desc="rd train", drop_last=drop_last,
+                                   saved={"ocbe": self.ocbe_, "decoder": self.decoder_, "optimiser": optimiser})
         self.ocbe_.eval()
         self.decoder_.eval()
 

@@ -145,7 +145,8 @@ class RIAD(Detector):
 
         self.network_.train()
         self.loss_history_ = train(step, data, c.epochs, c.train_batch_size, c.seed, c.time_budget_s,
-                                   desc="riad train")
+                                   desc="riad train", saved={"network": self.network_, "optimiser": optimiser},
+                                   rngs={"masks": generator})
         self.network_.eval()
 
     def test_masks(self, height: int, width: int, cell: int) -> torch.Tensor:

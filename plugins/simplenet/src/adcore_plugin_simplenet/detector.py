@@ -180,7 +180,10 @@ class SimpleNet(BackboneDetector):
         self.adaptor_.train()
         self.discriminator_.train()
         self.loss_history_ = train(step, features, c.epochs, c.train_batch_size, c.seed, c.time_budget_s,
-                                   desc="simplenet train")
+                                   desc="simplenet train",
+                                   saved={"adaptor": self.adaptor_, "discriminator": self.discriminator_,
+                                          "adaptor_opt": adaptor_opt, "dsc_opt": dsc_opt},
+                                   rngs={"noise": noise_generator})
         self.adaptor_.eval()
         self.discriminator_.eval()
 
