@@ -1,9 +1,12 @@
-"""Draw docs/reconstructions.png from a saved run: input | reconstruction | anomaly map, a few test images.
+"""Draw a reconstruction figure from a saved run: input | reconstruction | anomaly map, a few test images.
 
-    python plugins/riad/docs/make_figure.py RUN_CATEGORY_FOLDER DATA_CATEGORY_FOLDER OUT.png [--cell 8]
+For detectors with a ``reconstruct(images[, cell])`` method (RIAD, DRAEM); their READMEs show
+the figures this draws::
+
+    python docs/tools/reconstruction_figure.py RUN_CATEGORY_FOLDER DATA_CATEGORY_FOLDER OUT.png [--cell 8]
 
 RUN_CATEGORY_FOLDER is what ``adcore run`` wrote for one category (it holds ``model/``);
-DATA_CATEGORY_FOLDER is the category in MVTec AD layout.
+DATA_CATEGORY_FOLDER is the category in MVTec AD layout. ``--cell`` is RIAD's cell size k.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("data", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--cell", type=int, default=8, help="cell size k of the reconstruction shown")
+    parser.add_argument("--cell", type=int, default=None, help="RIAD: cell size k of the reconstruction shown")
     parser.add_argument("--count", type=int, default=4)
     args = parser.parse_args()
 
@@ -38,7 +41,8 @@ def main() -> None:
     images = load_images([s.path for s in samples], size)
     masks = load_masks([s.mask_path for s in samples], size)
     with torch.no_grad():
-        reconstructions = detector.reconstruct(images, args.cell).clamp(0, 1)
+        extra = () if args.cell is None else (args.cell,)
+        reconstructions = detector.reconstruct(images, *extra).clamp(0, 1)
     maps = detector.predict(images, progress=None).anomaly_maps
     vmin, vmax = meta.get("display_range") or (float(maps.min()), float(maps.max()))
     rows = []
