@@ -100,3 +100,34 @@ def test_cache_features_runs_once_and_stacks():
     assert torch.allclose(means, images.mean(dim=(2, 3))) and torch.equal(firsts, images[:, :1])
     single = cache_features(lambda x: x * 2, [images], 5)
     assert len(single.tensors) == 1 and torch.equal(single.tensors[0], images * 2)
+
+
+def test_loss_history_is_saved_with_the_model_by_the_core(tmp_path, monkeypatch):
+    from adcore.detector import Detector, LOSS_HISTORY, load_model
+
+    class Toy(Detector):
+        name = "toy"
+
+        def _fit(self, batches, count):
+            self.mean_ = torch.cat(list(batches)).mean(dim=0)
+            self.loss_history_ = [2.0, 1.5]
+
+        def _predict_batch(self, images):
+            maps = (images - self.mean_).abs().mean(dim=1)
+            return maps.amax(dim=(1, 2)), maps
+
+        def _get_state(self):
+            return {"mean": self.mean_}
+
+        def _set_state(self, tensors):
+            assert LOSS_HISTORY not in tensors  # the core takes its reserved key out first
+            self.mean_ = tensors["mean"]
+
+    class Registry:
+        def load_object(self, kind, name):
+            return Toy
+
+    folder = Toy().fit(torch.rand(2, 3, 8, 8)).save(tmp_path / "model")
+    monkeypatch.setattr("adcore.plugins.get_registry", lambda: Registry())
+    loaded, _ = load_model(folder)
+    assert loaded.loss_history_ == [2.0, 1.5] and Toy().loss_history_ == []

@@ -57,6 +57,9 @@ class Prediction:
     anomaly_maps: np.ndarray
 
 
+LOSS_HISTORY = "loss_history"  # reserved tensor name in model files
+
+
 class Detector(abc.ABC):
     """Base class of every anomaly detector.
 
@@ -78,6 +81,9 @@ class Detector(abc.ABC):
             raise ConfigError(f"{type(self).__name__} expects a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config
         self.fitted_ = False
+        #: Mean training loss of every epoch run (detectors fitted with adcore.training.train
+        #: assign it); saved with the model under the reserved tensor name "loss_history".
+        self.loss_history_: list[float] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
@@ -140,6 +146,8 @@ class Detector(abc.ABC):
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             tensors = {k: v.detach().cpu().contiguous() for k, v in self._get_state().items()}
+            if self.loss_history_:
+                tensors[LOSS_HISTORY] = torch.tensor(self.loss_history_, dtype=torch.float32)
             save_file(tensors, str(tmp / TENSORS_FILE))
             document = {
                 "format": MODEL_FORMAT,
@@ -217,7 +225,9 @@ def load_model(folder: str | Path) -> tuple[Detector, dict[str, Any]]:
         tensors = load_file(str(folder / TENSORS_FILE))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise ModelFileError(f"{folder / TENSORS_FILE}: cannot read model tensors ({exc})") from None
+    history = tensors.pop(LOSS_HISTORY, None)
     detector._set_state(tensors)
+    detector.loss_history_ = [] if history is None else [float(v) for v in history]
     detector.fitted_ = True
     return detector, document.get("metadata", {})
 

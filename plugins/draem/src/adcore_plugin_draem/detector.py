@@ -102,9 +102,6 @@ class DRAEM(Detector):
     Config = DRAEMConfig
     tags = {"trainable": True}
 
-    def __init__(self, config: DRAEMConfig | None = None, **params: object) -> None:
-        super().__init__(config, **params)
-        self.loss_history_: list[float] = []
 
     def _build(self) -> None:
         c = self.config
@@ -193,7 +190,6 @@ class DRAEM(Detector):
     def _get_state(self) -> dict[str, torch.Tensor]:
         state = {f"reconstructive.{k}": v for k, v in self.reconstructive_.state_dict().items()}
         state.update({f"discriminative.{k}": v for k, v in self.discriminative_.state_dict().items()})
-        state["loss_history"] = torch.tensor(self.loss_history_, dtype=torch.float32)
         return state
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -202,4 +198,3 @@ class DRAEM(Detector):
             prefix = name + "."
             module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             module.eval()
-        self.loss_history_ = [float(v) for v in tensors.get("loss_history", torch.zeros(0))]

@@ -196,7 +196,6 @@ class ReverseDistillation(BackboneDetector):
         if len(self.config.layers) < 2:
             raise ConfigError("The 'layers' parameter of ReverseDistillation must name at least 2 strides. "
                               f"Got {self.config.layers!r} instead.")
-        self.loss_history_: list[float] = []
 
     def build(self, channels: Sequence[int], level_strides: Sequence[int]) -> tuple[OCBE, Decoder]:
         """The trainable OCBE and decoder for a teacher with these channels and strides."""
@@ -250,7 +249,6 @@ class ReverseDistillation(BackboneDetector):
     def _get_state(self) -> dict[str, torch.Tensor]:
         state = {f"ocbe.{k}": v for k, v in self.ocbe_.state_dict().items()}
         state.update({f"decoder.{k}": v for k, v in self.decoder_.state_dict().items()})
-        state["loss_history"] = torch.tensor(self.loss_history_, dtype=torch.float32)
         return state
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -259,4 +257,3 @@ class ReverseDistillation(BackboneDetector):
         self.decoder_.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
         self.ocbe_.to(self.config.device).eval()
         self.decoder_.to(self.config.device).eval()
-        self.loss_history_ = [float(v) for v in tensors.get("loss_history", torch.zeros(0))]

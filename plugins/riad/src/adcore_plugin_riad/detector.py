@@ -113,9 +113,6 @@ class RIAD(Detector):
     Config = RIADConfig
     tags = {"trainable": True}
 
-    def __init__(self, config: RIADConfig | None = None, **params: object) -> None:
-        super().__init__(config, **params)
-        self.loss_history_: list[float] = []
 
     # -- estimator API ---------------------------------------------------
     def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
@@ -174,11 +171,9 @@ class RIAD(Detector):
 
     def _get_state(self) -> dict[str, torch.Tensor]:
         state = {f"network.{k}": v for k, v in self.network_.state_dict().items()}
-        state["loss_history"] = torch.tensor(self.loss_history_, dtype=torch.float32)
         return state
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.network_ = UNet(self.config.base_width)
         self.network_.load_state_dict({k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")})
         self.network_.to(self.config.device).eval()
-        self.loss_history_ = [float(v) for v in tensors.get("loss_history", torch.zeros(0))]

@@ -114,9 +114,6 @@ class SimpleNet(BackboneDetector):
     Config = SimpleNetConfig
     tags = {"trainable": True}
 
-    def __init__(self, config: SimpleNetConfig | None = None, **params: object) -> None:
-        super().__init__(config, **params)
-        self.loss_history_: list[float] = []
 
     # -- embedding -------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -198,7 +195,6 @@ class SimpleNet(BackboneDetector):
     def _get_state(self) -> dict[str, torch.Tensor]:
         state = {f"adaptor.{k}": v for k, v in self.adaptor_.state_dict().items()}
         state.update({f"discriminator.{k}": v for k, v in self.discriminator_.state_dict().items()})
-        state["loss_history"] = torch.tensor(self.loss_history_, dtype=torch.float32)
         return state
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -211,7 +207,6 @@ class SimpleNet(BackboneDetector):
                                              if k.startswith("discriminator.")})
         self.adaptor_.to(c.device).eval()
         self.discriminator_.to(c.device).eval()
-        self.loss_history_ = [float(v) for v in tensors.get("loss_history", torch.zeros(0))]
 
 
 def _pool_channels(features: torch.Tensor, dim: int) -> torch.Tensor:
