@@ -131,3 +131,15 @@ def test_loss_history_is_saved_with_the_model_by_the_core(tmp_path, monkeypatch)
     monkeypatch.setattr("adcore.plugins.get_registry", lambda: Registry())
     loaded, _ = load_model(folder)
     assert loaded.loss_history_ == [2.0, 1.5] and Toy().loss_history_ == []
+
+
+def test_epochs_are_logged_where_stderr_is_a_log(monkeypatch, capsys):
+    """Bars are off in a redirected run, but each epoch still leaves one plain line."""
+    monkeypatch.delenv("ADCORE_PROGRESS")  # automatic mode; pytest's stderr is not a terminal
+    train(lambda batch: 0.5, torch.zeros(4, 1), epochs=2, batch_size=2, seed=0, desc="toy train")
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["toy train: epoch 1/2 loss 0.5",
+                                                       "toy train: epoch 2/2 loss 0.5"]
+    monkeypatch.setenv("ADCORE_PROGRESS", "0")
+    train(lambda batch: 0.5, torch.zeros(4, 1), epochs=2, batch_size=2, seed=0)
+    assert capsys.readouterr().err == ""

@@ -165,7 +165,7 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
     ``KeyboardInterrupt`` stops the grid at once (finished cells are kept).
     """
     from adcore import runner
-    from adcore.progress import bar
+    from adcore.progress import bar, log_line
 
     if options.image_size < 32:
         raise ConfigError(f"--image-size must be at least 32; got {options.image_size}")
@@ -209,6 +209,7 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
                 progress.update(1)
                 continue
             started = time.perf_counter()
+            log_line(f"{prefix}: running")
             try:
                 result = runner.run_category(cell_options(options, cell, per_detector[cell.detector]),
                                              by_name[cell.category])

@@ -30,6 +30,7 @@ from adcore.detector import Detector, Prediction
 from adcore.errors import ConfigError
 from adcore.plugins import get_registry
 from adcore.thresholds import calibrate, split_calibration
+from adcore.progress import bar, log_line
 
 
 @attrs.define(kw_only=True)
@@ -97,9 +98,12 @@ def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
     target = options.out / options.detector / category.name
     checkpoint = target.parent / f".{category.name}.checkpoint"
     started = time.perf_counter()
+    log_line(f"{options.detector}/{category.name}: fitting on {len(train)} images")
     with checkpoints.checkpointing(checkpoint, _fingerprint(options, detector, train)) as place:
         detector.fit(ImageBatches([s.path for s in train], size, batch))
     fit_seconds = time.perf_counter() - started
+    log_line(f"{options.detector}/{category.name}: fitted in {fit_seconds:.0f} s; "
+             f"predicting {len(calibration)} calibration + {len(category.test)} test images")
 
     image_threshold = pixel_threshold = None
     if calibration:
@@ -214,8 +218,6 @@ def _write_outputs(folder: Path, detector: Detector, category: Category, result:
 
 def _write_panels(folder: Path, category: Category, prediction: Prediction, masks: np.ndarray | None,
                   result: dict[str, Any], vmin: float, vmax: float, options: RunOptions) -> None:
-    from adcore.progress import bar
-
     test = list(category.test)
     image_threshold, pixel_threshold = result["image_threshold"], result["pixel_threshold"]
     with bar(total=len(test), desc="panels", unit="img") as progress:

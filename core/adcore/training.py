@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from adcore import checkpoints
-from adcore.progress import bar, track_batches
+from adcore.progress import bar, log_line, track_batches
 
 Step = Callable[[Any], float]
 
@@ -185,6 +185,7 @@ def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: i
                 raise FloatingPointError(f"{desc}: loss is {mean} in epoch {epoch + 1}")
             history.append(mean)
             progress.update(1)
+            log_line(f"{desc}: epoch {epoch + 1}/{epochs} loss {mean:.4g} ({time.perf_counter() - started:.0f} s)")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, mean)
             if out_of_time:
