@@ -248,7 +248,7 @@ def check_interrupt_keeps_no_model(name: str, assignments: Sequence[str] = (), t
         command = [sys.executable, "-c", "from adcore.cli.main import cli; cli()", "run", "--detector", name,
                    "--data", str(root), "--image-size", str(SIZE), "--out", str(out), *_set_options(assignments)]
         process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                   env={**os.environ, "ADCORE_PROGRESS": "1"})
+                                   env={**os.environ, "ADCORE_PROGRESS": "1"}, preexec_fn=_ctrl_c_enabled)
         stderr = _read_until(process, "epoch/s", timeout_s)  # tqdm draws the training bar
         try:
             assert "epoch/s" in stderr, f"training never started (give enough epochs):\n{stderr[-2000:]}"
@@ -276,7 +276,8 @@ def check_resume_after_interrupt(name: str, assignments: Sequence[str] = (), tim
 
         whole, split = Path(tmp) / "whole", Path(tmp) / "split"
         subprocess.run(command(whole), check=True, capture_output=True, timeout=timeout_s)
-        process = subprocess.Popen(command(split), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command(split), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   preexec_fn=_ctrl_c_enabled)
         deadline = time.monotonic() + timeout_s
         while process.poll() is None and not list(split.rglob("state.json")) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -298,6 +299,15 @@ def check_resume_after_interrupt(name: str, assignments: Sequence[str] = (), tim
     _same(np.array([read[0][k] for k in keys]), np.array([read[1][k] for k in keys]),
           "scores after resuming differ from an uninterrupted run: pass every module, optimiser and "
           "random generator of the training to train(saved=..., rngs=...)")
+
+
+def _ctrl_c_enabled() -> None:
+    """Give the child the default SIGINT disposition, as a terminal would.
+
+    A test suite started in the background (``cmd &`` in a script) inherits SIGINT as
+    ignored, and Python then never raises KeyboardInterrupt: the checks would time out.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _read_until(process: subprocess.Popen, marker: str, timeout_s: float) -> str:  # type: ignore[type-arg]
