@@ -36,8 +36,7 @@ def float_resize(path: Path, size: int | None = None) -> np.ndarray:
 
     from adcore import imageio
 
-    image = torch.from_numpy(np.asarray(imageio.to_rgb8(imageio._open(path)), dtype=np.float32) / 255.0)
-    image = image.permute(2, 0, 1)
+    image = torch.from_numpy(imageio.read_rgb(path).astype(np.float32) / 255.0).permute(2, 0, 1)
     if size is not None:
         image = tvf.resize(image, [size, size], antialias=True)
     return (image.permute(1, 2, 0) * 255.0).numpy()

@@ -29,8 +29,8 @@ from adcore.data.loading import ImageBatches, load_images, load_masks
 from adcore.detector import Detector, Prediction
 from adcore.errors import ConfigError
 from adcore.plugins import get_registry
-from adcore.thresholds import calibrate, split_calibration
 from adcore.progress import bar, log_line
+from adcore.thresholds import calibrate, split_calibration
 
 
 @attrs.define(kw_only=True)
