@@ -10,7 +10,7 @@ from importlib import metadata
 import pytest
 
 from adcore import plugins
-from adcore.errors import UnknownNameError
+from adcore.errors import PluginError, UnknownNameError
 from adcore.hookspecs import hookimpl
 
 
@@ -86,13 +86,15 @@ def test_misspelt_hook_is_reported(monkeypatch):
     assert info.error is not None and "register_detector" in info.error
 
 
-def test_name_clash_names_both_distributions(monkeypatch):
+def test_name_clash_belongs_to_neither_and_names_both_distributions(monkeypatch):
     first = FakeEntryPoint("one", _detector_plugin("same"), dist="dist-one")
     second = FakeEntryPoint("two", _detector_plugin("same"), dist="dist-two")
     registry = _registry(monkeypatch, first, second)
-    assert registry.get("detector", "same").plugin == "dist-one"
-    error = next(p for p in registry.plugins if p.name == "two").error
-    assert "dist-two" in error and "dist-one" in error
+    assert registry.names("detector") == []
+    with pytest.raises(PluginError, match="'same' is registered by both dist-one and dist-two.*ADCORE_LOAD_PLUGINS"):
+        registry.get("detector", "same")
+    assert all(p.conflicts == registry.conflicts("detector") for p in registry.plugins if not p.builtin)
+    assert _registry(monkeypatch, first, second, allowed={"dist-two"}).get("detector", "same").plugin == "dist-two"
 
 
 def test_unknown_name_suggests_close_matches(monkeypatch):
