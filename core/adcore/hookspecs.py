@@ -6,11 +6,19 @@ A plugin's hook module should import nothing heavy: ``register`` takes a
 lazy ``"module:attribute"`` string, so listing plugins never imports torch.
 Hooks may gain parameters over time, never lose them; an implementation may
 accept a subset of the parameters (pluggy passes only what it names).
+
+Names and aliases match ``[a-z][a-z0-9_]*``; ``register`` refuses any other
+(recorded as the plugin's load error) and keeps the plugin's valid names. A
+hook that raises registers none of its names; a name that two distributions
+register belongs to neither until the user resolves it (see
+``docs/writing-a-plugin.md``).
 """
 
 from __future__ import annotations
 
 import pluggy
+
+__all__ = ["PROJECT_NAME", "hookimpl", "hookspec", "register_backbones", "register_datasets", "register_detectors"]
 
 PROJECT_NAME = "adcore"
 
@@ -24,8 +32,9 @@ def register_detectors(register):  # type: ignore[no-untyped-def]
 
     Args:
         register: ``register(name, target, *, description="", aliases=())``.
-            ``name`` is the lowercase registry name users type
-            (``adcore run --detector NAME``); ``target`` is
+            ``name`` is the registry name users type
+            (``adcore run --detector NAME``), matching ``[a-z][a-z0-9_]*``
+            like every alias; ``target`` is
             ``"package.module:ClassName"`` of a :class:`adcore.Detector`
             subclass, imported only when the detector is used.
 
