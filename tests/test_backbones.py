@@ -54,3 +54,15 @@ def test_offline_without_cache_says_how_to_fix(monkeypatch):
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)
     with pytest.raises(WeightsError, match="--backbone-weights FILE"):
         timm_backbones.create_wide_resnet50_2((8, 16))
+
+
+@pytest.mark.parametrize("create, weights", [
+    (timm_backbones.create_efficientnet_lite0, None),
+    (timm_backbones.create_resnet18, timm_backbones.RANDOM),
+])
+def test_declared_level_signs_match_the_features(create, weights):
+    """What a backbone declares about its levels (post-ReLU or signed) holds on real images."""
+    backbone = create((4, 8, 16), weights) if weights else create((4, 8, 16))
+    features = backbone(torch.rand(2, 3, 64, 64))
+    for level, feature in zip(backbone.levels, features):
+        assert level.non_negative == bool(feature.min() >= 0), level.name

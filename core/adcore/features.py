@@ -49,6 +49,11 @@ class FeatureExtractor:
         with torch.no_grad():
             x = images.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
             return [f.float().contiguous() for f in self.network(x)]
+    @property
+    def non_negative(self) -> list[bool]:
+        """Per level: whether the backbone declares it post-ReLU (all values >= 0)."""
+        return self.network.non_negative
+
 
 
 def resize_to(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

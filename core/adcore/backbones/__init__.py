@@ -21,6 +21,9 @@ class FeatureLevel:
     name: str
     channels: int
     stride: int
+    #: Whether every value is >= 0 (the level is taken after a ReLU, as in ResNets), or signed
+    #: (e.g. EfficientNet's linear bottlenecks). Methods that reproduce features need to know.
+    non_negative: bool = False
 
 
 class Backbone(nn.Module):
@@ -51,6 +54,10 @@ class Backbone(nn.Module):
     @property
     def strides(self) -> list[int]:
         return [level.stride for level in self.levels]
+
+    @property
+    def non_negative(self) -> list[bool]:
+        return [level.non_negative for level in self.levels]
 
     def train(self, mode: bool = True) -> Backbone:
         # Always frozen: batch-norm statistics must stay the pretrained ones.

