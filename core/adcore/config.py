@@ -2,10 +2,13 @@
 
 Messages follow scikit-learn: "The 'coreset_ratio' parameter of PatchCore must
 be in (0, 1]. Got 0.0 instead." (attrs' own messages carry an internal repr).
+Numbers must be finite: nan and inf are refused even where a range is open.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -14,6 +17,9 @@ from typing import Any
 import attrs
 
 from adcore.errors import ConfigError
+
+__all__ = ["Interval", "Validator", "as_json_dict", "available_devices", "build", "existing_device",
+           "from_json_dict", "in_range", "parse_assignments", "positive_int", "strides"]
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -27,22 +33,67 @@ def _fail(instance: Any, attribute: attrs.Attribute, rule: str, value: Any) -> N
     raise ConfigError(f"The '{attribute.name}' parameter of {_owner(instance)} must be {rule}. Got {value!r} instead.")
 
 
-def in_range(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-             high_open: bool = False) -> Validator:
-    """Validator for a number inside an interval (bounds inclusive unless open)."""
-    left = "(" if low_open else "["
-    right = ")" if high_open else "]"
-    rule = f"in {left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+@attrs.frozen
+class Interval:
+    """Allowed finite numbers between two bounds; one object serves validators and CLI checks alike."""
 
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(instance, attribute, f"a number {rule}", value)
-        too_low = low is not None and (value <= low if low_open else value < low)
-        too_high = high is not None and (value >= high if high_open else value > high)
-        if too_low or too_high or value != value:
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def __str__(self) -> str:
+        left = "(" if self.low_open or self.low is None else "["
+        right = ")" if self.high_open or self.high is None else "]"
+        return f"{left}{'-inf' if self.low is None else self.low}, {'inf' if self.high is None else self.high}{right}"
+
+    def describe(self) -> str:
+        """What is allowed, as error messages and ``--help`` say it: "an int in [32, 4096]"."""
+        return f"{'an int' if self.integer else 'a number'} in {self}"
+
+    def is_number(self, value: Any) -> bool:
+        """Of the right type (bools are not numbers here)."""
+        return not isinstance(value, bool) and isinstance(value, numbers.Integral if self.integer else numbers.Real)
+
+    def contains(self, value: Any) -> bool:
+        """A number of the right type, finite, inside the bounds."""
+        if not self.is_number(value) or not math.isfinite(value):
+            return False
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return not (too_low or too_high)
+
+    def check(self, instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        """The attrs validator."""
+        if not self.contains(value):
+            rule = self.describe() if self.integer or not self.is_number(value) else f"in {self}"
             _fail(instance, attribute, rule, value)
 
-    return check
+
+def in_range(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+             high_open: bool = False) -> Validator:
+    """Validator for a finite number inside an interval (bounds inclusive unless open)."""
+    return Interval(low, high, low_open=low_open, high_open=high_open).check
+
+
+def available_devices() -> tuple[str, ...]:
+    """The torch devices of this machine, spelled as the ``device`` parameter accepts them."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return tuple(found)
+
+
+def existing_device(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator for a device that exists here, so a typo or a missing GPU fails before any work."""
+    allowed = available_devices()
+    if value not in allowed:
+        _fail(instance, attribute, f"a device of this machine ({', '.join(allowed)})", value)
 
 
 def positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -122,7 +173,12 @@ def _parse(text: str, annotation: Any) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ValueError(text)
-    if annotation in (int, float, str):
+    if annotation is float:
+        value = float(text.strip())
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    if annotation in (int, str):
         return annotation(text.strip())
     if origin is typing.Literal:
         if text in args:
@@ -132,8 +188,15 @@ def _parse(text: str, annotation: Any) -> Any:
 
 
 def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is typing.Literal:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is float:
+        return "a finite number"
+    if annotation is type(None):
+        return "None"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from adcore import __version__
-from adcore.config import as_json_dict, build, from_json_dict, in_range, positive_int
+from adcore.config import as_json_dict, build, existing_device, from_json_dict, in_range, positive_int
 from adcore.errors import ConfigError, DataError, ModelFileError, NotFittedError
 from adcore.progress import track_batches
 
@@ -41,7 +41,7 @@ class DetectorConfig:
 
     seed: int = attrs.field(default=0, validator=in_range(0))
     batch_size: int = attrs.field(default=32, validator=positive_int)
-    device: str = "cpu"
+    device: str = attrs.field(default="cpu", validator=existing_device)
 
 
 @attrs.frozen
