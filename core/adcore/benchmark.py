@@ -55,6 +55,12 @@ class BenchmarkOptions:
     sort: str = "image_auroc"
     command: str = ""
 
+    def __attrs_post_init__(self) -> None:
+        """Refuse out-of-range numbers (see :mod:`adcore.options`) before any data is read."""
+        from adcore.options import check_options
+
+        check_options(self)
+
 
 @attrs.frozen
 class Cell:

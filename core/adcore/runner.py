@@ -52,6 +52,12 @@ class RunOptions:
     panels: bool = True
     command: str = ""
 
+    def __attrs_post_init__(self) -> None:
+        """Refuse out-of-range numbers (see :mod:`adcore.options`) before any data is read."""
+        from adcore.options import check_options
+
+        check_options(self)
+
 
 def make_detector(options: RunOptions) -> Detector:
     """Build the detector with ``--set`` values, ``--backbone`` and ``--seed`` applied."""
@@ -75,8 +81,6 @@ def open_categories(options: RunOptions) -> list[Category]:
 
 def run(options: RunOptions, echo=print) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     """Run the detector on every category; returns each category's metrics."""
-    if options.image_size < 32:
-        raise ConfigError(f"--image-size must be at least 32; got {options.image_size}")
     make_detector(options)  # validates names and parameters before reading any data
     categories = open_categories(options)
     results = []

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import click
 
+from adcore.cli.run_cmd import parse_set, within
+from adcore.options import HOLDOUT, IMAGE_SIZE, SEED
+
+__all__ = ["SORT_CHOICES", "benchmark"]
+
 SORT_CHOICES = ("image_auroc", "pixel_auroc", "aupro", "fit_seconds", "ms_per_image", "peak_mb")
 
 
@@ -20,14 +25,16 @@ SORT_CHOICES = ("image_auroc", "pixel_auroc", "aupro", "fit_seconds", "ms_per_im
 @click.option("--category", "-c", "categories", multiple=True, help="Category to run (repeatable; default all).")
 @click.option("--backbone", default=None,
               help="Backbone for the detectors that use one (see `adcore list backbones`).")
-@click.option("--image-size", default=256, show_default=True, type=int, help="Images are resized to this square.")
+@click.option("--image-size", default=256, show_default=True, type=int, callback=within(IMAGE_SIZE),
+              help=f"Images are resized to this square; {IMAGE_SIZE.describe()}.")
 @click.option("--set", "assignments", multiple=True, metavar="[DETECTOR.]KEY=VALUE",
               help="Detector parameter (repeatable). 'patchcore.coreset_ratio=0.05' sets it for patchcore only; "
                    "without a prefix it applies to every detector that has the parameter.")
-@click.option("--seed", "seeds", multiple=True, type=int, help="Seed (repeatable; default 0). With several "
-              "seeds the tables show mean ± std.")
-@click.option("--holdout", default=0.1, show_default=True, type=float,
-              help="Share of train/good held out for thresholds when there is no validation/good (0 disables).")
+@click.option("--seed", "seeds", multiple=True, type=int, callback=within(SEED),
+              help=f"Seed (repeatable; default 0; {SEED.describe()}). With several seeds the tables show mean ± std.")
+@click.option("--holdout", default=0.1, show_default=True, type=float, callback=within(HOLDOUT),
+              help="Share of train/good held out for thresholds when there is no validation/good (0 disables); "
+                   f"{HOLDOUT.describe()}.")
 @click.option("--out", default=Path("benchmark"), show_default=True, type=click.Path(path_type=Path),
               help="Results folder; cells go to OUT/cells/seed<N>/<detector>/<category>/.")
 @click.option("--force", is_flag=True, help="Rerun cells that are already finished.")
@@ -46,7 +53,6 @@ def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None
     OUT/report.html.
     """
     from adcore.benchmark import BenchmarkOptions, resolve_detectors, run_benchmark
-    from adcore.cli.run_cmd import parse_set
 
     options = BenchmarkOptions(
         detectors=resolve_detectors(detectors), data=data, dataset=dataset, categories=categories,

@@ -4,15 +4,37 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+
+from adcore.config import Interval
+from adcore.errors import ConfigError
+from adcore.options import HOLDOUT, IMAGE_SIZE, SEED
+
+__all__ = ["parse_set", "run", "within"]
+
+
+def within(interval: Interval) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Click callback refusing a value outside ``interval`` (each one of a repeated option).
+
+    It raises :class:`ConfigError`, not click's BadParameter, so the CLI prints
+    one line (no usage block), and it runs while parsing: before any data is read.
+    """
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        for item in value if isinstance(value, tuple) else (value,):
+            if not interval.contains(item):
+                raise ConfigError(f"{param.opts[0]} must be {interval.describe()}; got {item!r}")
+        return value
+
+    return check
 
 
 def parse_set(values: tuple[str, ...]) -> dict[str, str]:
     """``key=value`` strings from ``--set`` as a dict (one clear error for a malformed one)."""
-    from adcore.errors import ConfigError
-
     parsed = {}
     for item in values:
         key, sep, value = item.partition("=")
@@ -31,11 +53,14 @@ def parse_set(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--backbone", default=None, help="Backbone name (see `adcore list backbones`).")
 @click.option("--backbone-weights", default=None, type=click.Path(path_type=Path),
               help="Weights file for the backbone (offline use of timm backbones).")
-@click.option("--image-size", default=256, show_default=True, type=int, help="Images are resized to this square.")
+@click.option("--image-size", default=256, show_default=True, type=int, callback=within(IMAGE_SIZE),
+              help=f"Images are resized to this square; {IMAGE_SIZE.describe()}.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Detector parameter (repeatable).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--holdout", default=0.1, show_default=True, type=float,
-              help="Share of train/good held out for thresholds when there is no validation/good (0 disables).")
+@click.option("--seed", default=0, show_default=True, type=int, callback=within(SEED),
+              help=f"Seed of every random choice; {SEED.describe()}.")
+@click.option("--holdout", default=0.1, show_default=True, type=float, callback=within(HOLDOUT),
+              help="Share of train/good held out for thresholds when there is no validation/good (0 disables); "
+                   f"{HOLDOUT.describe()}.")
 @click.option("--out", default=Path("results"), show_default=True, type=click.Path(path_type=Path))
 @click.option("--no-panels", is_flag=True, help="Skip the per-image panel PNGs.")
 def run(detector: str, data: Path | None, dataset: str | None, categories: tuple[str, ...], backbone: str | None,
