@@ -6,8 +6,10 @@
     <root>/<category>/test/<defect>/*         defective test images
     <root>/<category>/ground_truth/<defect>/<stem>_mask.png   masks (optional per defect)
 
-``root`` may also be a single category folder. Headers of all images and masks
-are checked up front, so bad input fails before any model work starts.
+``root`` may also be a single category folder. A mask is ``<stem>_mask`` or
+``<stem>`` with any image extension, the extension and the ``_mask`` suffix in
+any case (``000_MASK.PNG``). Headers of all images and masks are checked up
+front, so bad input fails before any model work starts.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from adcore.data import Category, Sample
 from adcore.errors import DataError
 from adcore.imageio import IMAGE_SUFFIXES, image_size, list_images
+
+__all__ = ["LAYOUT_HINT", "open_folder", "read_category"]
 
 LAYOUT_HINT = "expected <root>/<category>/train/good and test/<defect> (MVTec AD layout)"
 
@@ -56,8 +60,9 @@ def read_category(name: str, folder: Path) -> Category:
             test.extend(_normal_samples(defect_dir, required=False))
             continue
         masks_dir = folder / "ground_truth" / defect_dir.name
+        masks = _mask_index(masks_dir) if masks_dir.is_dir() else None
         for path in list_images(defect_dir):
-            mask = _find_mask(masks_dir, path) if masks_dir.is_dir() else None
+            mask = _find_mask(masks, masks_dir, path) if masks is not None else None
             test.append(Sample(path=path, label=1, defect=defect_dir.name, mask_path=mask))
     if not test:
         raise DataError(f"{test_dir}: no test images")
@@ -78,12 +83,24 @@ def _normal_samples(folder: Path, required: bool) -> list[Sample]:
     return [Sample(path=p, label=0) for p in paths]
 
 
-def _find_mask(masks_dir: Path, image: Path) -> Path:
-    for candidate in (f"{image.stem}_mask", image.stem):
-        for suffix in IMAGE_SUFFIXES:
-            path = masks_dir / f"{candidate}{suffix}"
-            if path.is_file():
-                return path
+def _mask_index(masks_dir: Path) -> dict[str, Path]:
+    """Mask files by name without extension, a ``_mask`` suffix in any case spelled ``_mask``.
+
+    When one name has several extensions, the first in IMAGE_SUFFIXES order wins (``.png`` first).
+    """
+    index: dict[str, Path] = {}
+    order = {suffix: rank for rank, suffix in enumerate(IMAGE_SUFFIXES)}
+    for path in sorted(list_images(masks_dir), key=lambda p: order[p.suffix.lower()]):
+        stem = path.stem
+        key = f"{stem[:-5]}_mask" if stem.lower().endswith("_mask") else stem
+        index.setdefault(key, path)
+    return index
+
+
+def _find_mask(masks: dict[str, Path], masks_dir: Path, image: Path) -> Path:
+    for key in (f"{image.stem}_mask", image.stem):
+        if key in masks:
+            return masks[key]
     raise DataError(f"{image}: no mask {image.stem}_mask.png in {masks_dir}")
 
 
