@@ -16,16 +16,19 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 import numpy as np
 import torch
 
 from adcore import __version__
-from adcore.config import as_json_dict, build, existing_device, from_json_dict, in_range, positive_int
+from adcore.config import as_json_dict, build, existing_device, in_range, positive_int
 from adcore.errors import ConfigError, DataError, ModelFileError, NotFittedError
 from adcore.progress import track_batches
+
+if TYPE_CHECKING:
+    from adcore.modelfile import TensorSpec
 
 Images = torch.Tensor | Iterable[torch.Tensor]
 D = TypeVar("D", bound="Detector")
@@ -190,6 +193,32 @@ class Detector(abc.ABC):
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`_get_state` returned."""
 
+    def _state_spec(self) -> dict[str, TensorSpec] | None:
+        """The tensors :meth:`_get_state` returns for this config, checked before a saved model loads.
+
+        The default takes them from :meth:`_state_modules`, built on the meta device (no
+        memory, no weights). None (no modules either) checks only that every value is finite.
+        """
+        from adcore.modelfile import module_specs
+
+        with torch.device("meta"):
+            modules = self._state_modules()
+        return None if modules is None else module_specs(modules)
+
+    def _state_modules(self) -> dict[str, torch.nn.Module] | None:
+        """Freshly built modules whose state dicts, under these name prefixes, are the saved state.
+
+        Detectors whose state is made of modules override this; others override
+        :meth:`_state_spec`.
+        """
+        return None
+
+    def _check_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Check saved values that shapes cannot describe; raise ValueError naming the tensor.
+
+        Runs after every tensor matched :meth:`_state_spec`.
+        """
+
     def _check_fitted(self, action: str) -> None:
         if not self.fitted_:
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit() with normal "
@@ -197,39 +226,19 @@ class Detector(abc.ABC):
 
 
 def load_model(folder: str | Path) -> tuple[Detector, dict[str, Any]]:
-    """Load any saved detector through the registry; returns it and its metadata."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Load any saved detector through the registry; returns it and its metadata.
 
-    from adcore.plugins import get_registry
+    ``config.json`` and every tensor are checked first (see :mod:`adcore.modelfile`):
+    a damaged, foreign or newer model is one ModelFileError naming the file.
+    """
+    from adcore.modelfile import open_model
 
-    folder = Path(folder)
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise ModelFileError(f"{folder}: no saved model here ({CONFIG_FILE} missing)")
-    try:
-        document = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{config_path}: not valid JSON ({exc})") from None
-    if document.get("format") != MODEL_FORMAT or document.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ModelFileError(f"{config_path}: not an adcore model file of format version {MODEL_FORMAT_VERSION}")
-    name = document.get("detector", "")
-    try:
-        detector_cls = get_registry().load_object("detector", name)
-    except Exception as exc:
-        dist = document.get("plugin") or "its plugin"
-        raise ModelFileError(f"{folder}: model needs detector '{name}' from {dist} "
-                             f"{document.get('plugin_version', '')}, which is not available ({exc})") from None
-    detector = detector_cls(from_json_dict(detector_cls.Config, document.get("config", {})))
-    try:
-        tensors = load_file(str(folder / TENSORS_FILE))
-    except (FileNotFoundError, SafetensorError, OSError) as exc:
-        raise ModelFileError(f"{folder / TENSORS_FILE}: cannot read model tensors ({exc})") from None
+    detector, tensors, model_metadata = open_model(Path(folder))
     history = tensors.pop(LOSS_HISTORY, None)
     detector._set_state(tensors)
     detector.loss_history_ = [] if history is None else [float(v) for v in history]
     detector.fitted_ = True
-    return detector, document.get("metadata", {})
+    return detector, model_metadata
 
 
 def _as_batches(images: Images, batch_size: int) -> tuple[Iterable[torch.Tensor], int]:
