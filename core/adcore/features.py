@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -9,8 +10,9 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from adcore.backbones import Backbone
+from adcore.backbones import Backbone, FeatureLevel
 from adcore.backbones.folding import folded_copy
+from adcore.backbones.timm_backbones import RANDOM
 from adcore.detector import Detector, DetectorConfig
 
 
@@ -56,6 +58,19 @@ class FeatureExtractor:
 
 
 
+@functools.lru_cache(maxsize=None)
+def backbone_levels(backbone: str, strides: tuple[int, ...]) -> tuple[FeatureLevel, ...]:
+    """A backbone's levels at these strides, built on the meta device: no weights read, no memory used.
+
+    (A module first imported inside would make its import-time tensors on meta; timm makes none.)
+    """
+    from adcore.plugins import get_registry
+
+    factory = get_registry().load_object("backbone", backbone)
+    with torch.device("meta"):
+        return factory(strides, RANDOM).levels
+
+
 def resize_to(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (B, C, h, w) maps to ``size`` (no-op when equal)."""
     if tuple(features.shape[-2:]) == tuple(size):
@@ -92,6 +107,13 @@ class BackboneDetector(Detector):
     def feature_strides(self) -> tuple[int, ...]:
         """Strides of the feature levels this detector reads."""
         return tuple(self.config.layers)  # type: ignore[attr-defined]
+
+    def feature_levels(self) -> tuple[FeatureLevel, ...]:
+        """The levels this detector reads (channels, strides), known without loading the backbone.
+
+        Model-file checks use them to size the expected tensors before any weights are read.
+        """
+        return backbone_levels(self.config.backbone, self.feature_strides())  # type: ignore[attr-defined]
 
     @property
     def extractor(self) -> FeatureExtractor:

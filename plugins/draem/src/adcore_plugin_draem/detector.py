@@ -192,6 +192,11 @@ class DRAEM(Detector):
         state.update({f"discriminative.{k}": v for k, v in self.discriminative_.state_dict().items()})
         return state
 
+    def _state_modules(self) -> dict[str, torch.nn.Module]:
+        c = self.config
+        return {"reconstructive": ReconstructiveSubNetwork(c.base_width),
+                "discriminative": DiscriminativeSubNetwork(c.disc_base_width)}
+
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self._build()
         for name, module in (("reconstructive", self.reconstructive_), ("discriminative", self.discriminative_)):

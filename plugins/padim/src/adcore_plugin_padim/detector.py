@@ -13,7 +13,7 @@ See the plugin README for the choices and deviations.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 import torch
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from adcore.config import in_range, positive_int, strides
 from adcore.errors import ConfigError, DataError, ModelFileError
 from adcore.features import BackboneConfig, BackboneDetector
+from adcore.modelfile import TensorSpec
 from adcore.ops import gaussian_blur, upsample_maps
 from adcore.progress import track_batches
 
@@ -237,6 +238,25 @@ class PaDiM(BackboneDetector):
     def _get_state(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean_, "inv_covariance": self.inv_covariance_, "channels": self.channels_,
                 "grid": torch.tensor(self.grid_, dtype=torch.int64)}
+
+    def _state_spec(self) -> dict[str, TensorSpec]:
+        dim = resolve_n_features(self.config.backbone, self._total_channels(), self.config.n_features)
+        return {"mean": TensorSpec(("P", dim)), "inv_covariance": TensorSpec(("P", dim, dim)),
+                "channels": TensorSpec((dim,), torch.int64), "grid": TensorSpec((2,), torch.int64)}
+
+    def _check_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        height, width = (int(v) for v in tensors["grid"].tolist())
+        positions = tensors["mean"].shape[0]
+        if height < 1 or width < 1 or height * width != positions:
+            raise ValueError(f"tensor 'grid' is {height}x{width}, but 'mean' has {positions} positions")
+        channels = tensors["channels"]
+        total = self._total_channels()
+        if channels.numel() and (int(channels.min()) < 0 or int(channels.max()) >= total
+                                 or not bool((channels[1:] > channels[:-1]).all())):
+            raise ValueError(f"tensor 'channels' must hold increasing channel indices in [0, {total})")
+
+    def _total_channels(self) -> int:
+        return sum(level.channels for level in self.feature_levels())
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         device = self.config.device

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from adcore.config import in_range, positive_int, strides
 from adcore.features import BackboneConfig, BackboneDetector, resize_to
+from adcore.modelfile import TensorSpec
 from adcore.ops import gaussian_blur, nearest_neighbours, squared_norms, upsample_maps
 from adcore.progress import track_batches
 from adcore_plugin_patchcore.coreset import greedy_coreset
@@ -137,6 +138,11 @@ class PatchCore(BackboneDetector):
 
     def _get_state(self) -> dict[str, torch.Tensor]:
         return {"memory_bank": self.memory_bank_}
+
+    def _state_spec(self) -> dict[str, TensorSpec]:
+        total = sum(level.channels for level in self.feature_levels())
+        dim = min(total, self.config.target_embed_dimension)  # the native width when it is smaller
+        return {"memory_bank": TensorSpec(("N", dim))}
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.memory_bank_ = tensors["memory_bank"].float().contiguous()

@@ -173,6 +173,9 @@ class RIAD(Detector):
         state = {f"network.{k}": v for k, v in self.network_.state_dict().items()}
         return state
 
+    def _state_modules(self) -> dict[str, torch.nn.Module]:
+        return {"network": UNet(self.config.base_width)}
+
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.network_ = UNet(self.config.base_width)
         self.network_.load_state_dict({k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")})

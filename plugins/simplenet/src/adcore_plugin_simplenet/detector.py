@@ -197,6 +197,11 @@ class SimpleNet(BackboneDetector):
         state.update({f"discriminator.{k}": v for k, v in self.discriminator_.state_dict().items()})
         return state
 
+    def _state_modules(self) -> dict[str, nn.Module]:
+        total = sum(level.channels for level in self.feature_levels())
+        dim = min(total, self.config.target_embed_dimension)  # the native width when it is smaller
+        return {"adaptor": nn.Linear(dim, dim), "discriminator": Discriminator(dim, self.config.dsc_hidden)}
+
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         c = self.config
         dim = tensors["adaptor.weight"].shape[0]

@@ -25,6 +25,7 @@ import torch
 from adcore.config import in_range, positive_int, strides
 from adcore.errors import ConfigError, DataError
 from adcore.features import BackboneConfig, BackboneDetector, resize_to
+from adcore.modelfile import TensorSpec
 from adcore.ops import gaussian_blur, nearest_neighbours, squared_norms, upsample_maps
 from adcore.progress import track_batches
 
@@ -148,6 +149,12 @@ class Spade(BackboneDetector):
 
     def _get_state(self) -> dict[str, torch.Tensor]:
         return {"image_features": self.image_features_, "pyramid": self.pyramid_}
+
+    def _state_spec(self) -> dict[str, TensorSpec]:
+        channels = {level.stride: level.channels for level in self.feature_levels()}
+        pixel = sum(channels[s] for s in self.config.layers)
+        return {"image_features": TensorSpec(("N", channels[self.config.image_layer])),
+                "pyramid": TensorSpec(("N", "h", "w", pixel), _DTYPES[self.config.gallery_dtype])}
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         device = self.config.device
