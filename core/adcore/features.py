@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -31,6 +32,8 @@ class FeatureExtractor:
         from adcore.plugins import get_registry
 
         factory = get_registry().load_object("backbone", backbone)
+        if weights == RANDOM:
+            _warn_random_weights(backbone)
         self.network: Backbone = factory(tuple(strides), weights)
         probe = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
         self.network.body = folded_copy(self.network.body, probe)
@@ -46,16 +49,29 @@ class FeatureExtractor:
     def strides(self) -> list[int]:
         return self.network.strides
 
-    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Images (B, 3, H, W) in [0, 1] -> one contiguous float32 map per stride."""
-        with torch.no_grad():
-            x = images.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
-            return [f.float().contiguous() for f in self.network(x)]
     @property
     def non_negative(self) -> list[bool]:
         """Per level: whether the backbone declares it post-ReLU (all values >= 0)."""
         return self.network.non_negative
 
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Images (B, 3, H, W) in [0, 1] -> one contiguous float32 map per stride."""
+        with torch.no_grad():
+            x = images.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+            return [f.float().contiguous() for f in self.network(x)]
+
+
+_warned_random: set[str] = set()
+
+
+def _warn_random_weights(backbone: str) -> None:
+    """One stderr line per backbone and process (not per batch or category): scores will mean nothing."""
+    from tqdm import tqdm
+
+    if backbone not in _warned_random:
+        _warned_random.add(backbone)
+        tqdm.write(f"Warning: backbone '{backbone}' has random weights (backbone_weights='random'); "
+                   f"its features are noise, fit only for tests", file=sys.stderr)
 
 
 @functools.lru_cache(maxsize=None)

@@ -91,6 +91,8 @@ def _hub_weights(arch: str, name: str) -> dict[str, str]:
     from huggingface_hub import try_to_load_from_cache
 
     hub_id = timm.models.get_pretrained_cfg(arch).hf_hub_id
+    if not hub_id:  # timm would log a warning and keep random weights
+        raise WeightsError(f"timm knows no pretrained weights for backbone '{name}'; pass --backbone-weights FILE")
     for filename in ("model.safetensors", "pytorch_model.bin"):
         cached = try_to_load_from_cache(hub_id, filename)
         if isinstance(cached, str):
