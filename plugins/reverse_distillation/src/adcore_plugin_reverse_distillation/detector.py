@@ -272,12 +272,6 @@ class ReverseDistillation(BackboneDetector):
                                    [level.non_negative for level in levels])
         return {"ocbe": ocbe, "decoder": decoder}
 
-    def _state_modules(self) -> dict[str, nn.Module]:
-        levels = self.feature_levels()
-        ocbe, decoder = self.build([level.channels for level in levels], [level.stride for level in levels],
-                                   [level.non_negative for level in levels])
-        return {"ocbe": ocbe, "decoder": decoder}
-
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.ocbe_, self.decoder_ = self.build(*self._teacher_levels())
         self.ocbe_.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("ocbe.")})
