@@ -19,7 +19,8 @@ import attrs
 from adcore.errors import ConfigError
 
 __all__ = ["Interval", "Validator", "as_json_dict", "available_devices", "build", "existing_device",
-           "from_json_dict", "in_range", "parse_assignments", "positive_int", "strides"]
+           "from_json_dict", "in_range", "one_of", "parse_assignments", "positive_int", "schedule_field",
+           "strides"]
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -114,15 +115,50 @@ def strides(allowed: tuple[int, ...] = (4, 8, 16, 32)) -> Validator:
     return check
 
 
+def one_of(*allowed: Any) -> Validator:
+    """Validator for a value out of a fixed set."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in allowed:
+            _fail(instance, attribute, "one of " + ", ".join(repr(a) for a in allowed), value)
+
+    return check
+
+
+def schedule_field(schedules: Mapping[str, Mapping[str, Any]], default: str = "cpu") -> Any:
+    """The ``schedule`` parameter of a trained detector: a name out of ``schedules``.
+
+    A config class that has one also sets ``SCHEDULES`` (name -> parameter values);
+    :func:`build` fills every parameter not given explicitly from the chosen schedule,
+    so ``--set schedule=paper --set epochs=50`` is the paper's schedule with 50 epochs.
+    """
+    return attrs.field(default=default, validator=one_of(*schedules))
+
+
+def _with_schedule(config_cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
+    schedules: Mapping[str, Mapping[str, Any]] | None = getattr(config_cls, "SCHEDULES", None)
+    if not schedules:
+        return dict(params)
+    name = params.get("schedule", attrs.fields_dict(config_cls)["schedule"].default)
+    if name not in schedules:
+        raise ConfigError(f"The 'schedule' parameter of {_owner_cls(config_cls)} must be one of "
+                          f"{', '.join(repr(k) for k in schedules)}. Got {name!r} instead.")
+    return {**schedules[name], **params}
+
+
 def build(config_cls: type, params: Mapping[str, Any]) -> Any:
-    """Instantiate a config class, turning unknown names and type errors into ConfigError."""
+    """Instantiate a config class, turning unknown names and type errors into ConfigError.
+
+    Parameters not given come from the config's schedule (see :func:`schedule_field`), then
+    from the field defaults.
+    """
     names = [f.name for f in attrs.fields(config_cls)]
     unknown = [key for key in params if key not in names]
     if unknown:
         raise ConfigError(f"{_owner_cls(config_cls)} has no parameter '{unknown[0]}'; "
                           f"parameters: {', '.join(names)}.")
     try:
-        return config_cls(**params)
+        return config_cls(**_with_schedule(config_cls, params))
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
