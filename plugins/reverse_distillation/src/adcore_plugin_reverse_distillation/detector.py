@@ -14,12 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+from typing import Any, ClassVar
+
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adcore.config import in_range, positive_int, strides
+from adcore.config import in_range, positive_int, schedule_field, strides
 from adcore.errors import ConfigError
 from adcore.features import BackboneConfig, BackboneDetector, resize_to
 from adcore.ops import gaussian_blur, upsample_maps
@@ -39,11 +41,18 @@ _DEFAULT_ARCHITECTURE = ("basic", 2, (2, 2, 2), 64)
 
 
 
+#: Named training schedules: "cpu" is the default (the field defaults); "paper" the
+#: paper's / official code's. Parameters set explicitly override either.
+SCHEDULES: dict[str, dict[str, Any]] = {"cpu": {}, "paper": {"epochs": PAPER_EPOCHS}}
+
+
 @attrs.define(kw_only=True)
 class ReverseDistillationConfig(BackboneConfig):
     """Reverse Distillation parameters; defaults are the paper's unless noted.
 
     Attributes:
+        schedule: "cpu" (default: sized for a 2-core CPU, see README) or "paper"; it
+            sets every parameter of the schedule that is not set explicitly.
         backbone: teacher backbone (``adcore list backbones``); paper: WRN50.
         backbone_weights: weights file instead of the backbone's default weights.
         layers: teacher strides (paper: layer1-3 of WRN50 = strides 4, 8, 16).
@@ -55,6 +64,9 @@ class ReverseDistillationConfig(BackboneConfig):
         time_budget_s: stop training after this many seconds (None: no limit).
         sigma: Gaussian smoothing of the anomaly map, in pixels (paper: 4).
     """
+
+    SCHEDULES: ClassVar[dict[str, dict[str, Any]]] = SCHEDULES
+    schedule: str = schedule_field(SCHEDULES)
 
     layers: tuple[int, ...] = attrs.field(default=(4, 8, 16), validator=strides())
     lr: float = attrs.field(default=0.005, validator=in_range(0, low_open=True))
@@ -184,8 +196,10 @@ def cosine_distance_maps(teacher: Sequence[torch.Tensor], student: Sequence[torc
 
 
 def distillation_loss(teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Paper eq. 2-3: sum over levels of the mean (1 - cos) map."""
-    return sum(m.mean() for m in cosine_distance_maps(teacher, student))  # type: ignore[return-value]
+    """Sum over levels of the batch mean of 1 - cos between whole flattened maps, one cosine
+    per image and level, as the official ``loss_fucntion`` (and anomalib) compute it."""
+    return sum((1.0 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1)).mean()  # type: ignore[return-value]
+               for t, s in zip(teacher, student))
 
 
 class ReverseDistillation(BackboneDetector):
