@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from typing import Any, ClassVar
+
 import attrs
 import torch
 import torch.nn.functional as F
 
-from adcore.config import in_range, positive_int
+from adcore.config import in_range, positive_int, schedule_field
 from adcore.detector import Detector, DetectorConfig
 from adcore.errors import ConfigError
 from adcore.training import cache_features, train
@@ -43,11 +45,21 @@ def _odd_or_none(instance, attribute, value):  # type: ignore[no-untyped-def]
                           f"Got {value!r} instead.")
 
 
+#: Named training schedules: "cpu" is the default (the field defaults); "paper" the
+#: paper's / official code's. Parameters set explicitly override either.
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "paper": {"base_width": 64, "epochs": PAPER_EPOCHS, "train_crop": None, "train_batch_size": 4},
+}
+
+
 @attrs.define(kw_only=True)
 class RIADConfig(DetectorConfig):
     """RIAD parameters; defaults follow the paper unless noted.
 
     Attributes:
+        schedule: "cpu" (default: sized for a 2-core CPU, see README) or "paper"; it
+            sets every parameter of the schedule that is not set explicitly.
         base_width: width of the first U-Net level (levels w, 2w, 4w, 8w, 8w). The RIAD
             reimplementations use 64; the default 8 is sized for a CPU (see README).
         cell_sizes: the set K of cell sizes k (paper: 2, 4, 8, 16).
@@ -56,6 +68,7 @@ class RIADConfig(DetectorConfig):
         loss_weight_ssim: λ_S, weight of the SSIM loss (paper: 1).
         gms_c: stability constant of the gradient magnitude similarity (code: 0.0026).
         lr: Adam learning rate (paper: 1e-4).
+        weight_decay: Adam weight decay (reimplementations: 1e-5).
         epochs: passes over the training images; the paper's setting is 300
             (``--set epochs=300``). The default is sized for a CPU (see README).
         train_batch_size: images per training step (each step runs n·B inpainting passes).
@@ -70,6 +83,9 @@ class RIADConfig(DetectorConfig):
         batch_size: images per prediction batch.
     """
 
+    SCHEDULES: ClassVar[dict[str, dict[str, Any]]] = SCHEDULES
+    schedule: str = schedule_field(SCHEDULES)
+
     batch_size: int = attrs.field(default=8, validator=positive_int)
     base_width: int = attrs.field(default=8, validator=positive_int)
     cell_sizes: tuple[int, ...] = attrs.field(default=(2, 4, 8, 16), validator=_cell_sizes)
@@ -78,12 +94,19 @@ class RIADConfig(DetectorConfig):
     loss_weight_ssim: float = attrs.field(default=1.0, validator=in_range(0))
     gms_c: float = attrs.field(default=GMS_C, validator=in_range(0, low_open=True))
     lr: float = attrs.field(default=1e-4, validator=in_range(0, low_open=True))
+    weight_decay: float = attrs.field(default=1e-5, validator=in_range(0))
     epochs: int = attrs.field(default=10, validator=positive_int)
     train_batch_size: int = attrs.field(default=8, validator=positive_int)
     time_budget_s: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(in_range(0, low_open=True)))
     train_crop: int | None = attrs.field(default=128, validator=attrs.validators.optional(positive_int))
     smoothing: int | None = attrs.field(default=None, validator=_odd_or_none)
+
+
+def to_signed(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1], the range of the reimplementations (Normalize(0.5, 0.5)): an erased
+    cell (zero) is then mid-grey, not black, and the tanh output can reach every value."""
+    return images * 2 - 1
 
 
 def smoothing_size(height: int, width: int) -> int:
@@ -117,12 +140,13 @@ class RIAD(Detector):
     # -- estimator API ---------------------------------------------------
     def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
         c = self.config
-        # No frozen backbone: the training data are the images themselves, decoded once.
-        data = cache_features(lambda images: images.to(c.device).float(), batches, count, desc="riad images")
+        # No frozen backbone: the training data are the images themselves, decoded once, in [-1, 1].
+        data = cache_features(lambda images: to_signed(images.to(c.device).float()), batches, count,
+                              desc="riad images")
         height, width = data.tensors[0].shape[-2:]
         crop_h, crop_w = min(height, c.train_crop or height), min(width, c.train_crop or width)
         self.network_ = UNet(c.base_width).to(c.device)
-        optimiser = torch.optim.Adam(self.network_.parameters(), lr=c.lr)
+        optimiser = torch.optim.Adam(self.network_.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         generator = torch.Generator().manual_seed(c.seed + 1)  # cell sizes and masks
 
         def step(images: torch.Tensor) -> float:
@@ -152,18 +176,22 @@ class RIAD(Detector):
         return disjoint_masks(height, width, cell, self.config.n_masks, generator).to(self.config.device)
 
     def reconstruct(self, images: torch.Tensor, cell: int) -> torch.Tensor:
-        """Inpainting reconstruction of (B, 3, H, W) images with cells of size ``cell``."""
-        masks = self.test_masks(images.shape[-2], images.shape[-1], cell)
+        """Inpainting reconstruction of (B, 3, H, W) images in [0, 1] with cells of size ``cell``."""
+        return (self._inpaint(to_signed(images), cell) + 1) / 2
+
+    def _inpaint(self, signed: torch.Tensor, cell: int) -> torch.Tensor:
+        masks = self.test_masks(signed.shape[-2], signed.shape[-1], cell)
         with torch.no_grad():
-            return inpaint(self.network_, images, masks, together=False)
+            return inpaint(self.network_, signed, masks, together=False)
 
     def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
         height, width = images.shape[-2:]
         size = c.smoothing or smoothing_size(height, width)
         total = torch.zeros(images.shape[0], height, width, device=images.device)
+        signed = to_signed(images)
         for cell in c.cell_sizes:
-            distance = 1 - msgms_map(images, self.reconstruct(images, cell), c.gms_c)
+            distance = 1 - msgms_map(signed, self._inpaint(signed, cell), c.gms_c)
             total += F.avg_pool2d(distance.unsqueeze(1), size, stride=1, padding=size // 2,
                                   count_include_pad=False).squeeze(1)
         maps = total / len(c.cell_sizes)
