@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from typing import Any, ClassVar
+
 import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adcore.config import in_range, positive_int
+from adcore.config import in_range, positive_int, schedule_field
 from adcore.detector import Detector, DetectorConfig
 from adcore.errors import ConfigError
 from adcore.ops import gaussian_blur
@@ -27,7 +29,7 @@ from adcore.training import cache_features, train
 from adcore_plugin_draem.losses import focal_loss, reconstruction_loss
 from adcore_plugin_draem.network import (DiscriminativeSubNetwork, ReconstructiveSubNetwork, init_weights,
                                          pad_to_multiple)
-from adcore_plugin_draem.simulate import FolderTextures, procedural_textures, simulate
+from adcore_plugin_draem.simulate import FolderTextures, procedural_textures, rotate_some, simulate
 
 #: Epochs of the paper / official training script.
 PAPER_EPOCHS = 700
@@ -39,11 +41,22 @@ def _odd(instance, attribute, value):  # type: ignore[no-untyped-def]
         raise ConfigError(f"The '{attribute.name}' parameter of DRAEM must be an odd int >= 1. Got {value!r} instead.")
 
 
+#: Named training schedules: "cpu" is the default (the field defaults); "paper" the
+#: paper's / official code's. Parameters set explicitly override either.
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "paper": {"base_width": 128, "disc_base_width": 64, "epochs": PAPER_EPOCHS, "train_crop": None,
+              "train_batch_size": 8},
+}
+
+
 @attrs.define(kw_only=True)
 class DRAEMConfig(DetectorConfig):
     """DRÆM parameters; defaults are the official code's unless noted.
 
     Attributes:
+        schedule: "cpu" (default: sized for a 2-core CPU, see README) or "paper"; it
+            sets every parameter of the schedule that is not set explicitly.
         base_width: width of the reconstructive sub-network (official: 128; default 16 for a CPU).
         disc_base_width: width of the discriminative sub-network (official: 64; default 16 for a CPU).
         epochs: passes over the training images; the paper's setting is 700
@@ -56,6 +69,8 @@ class DRAEMConfig(DetectorConfig):
         n_textures: number of procedural textures in the bank (when anomaly_source is None).
         perlin_threshold: threshold of the Perlin noise that makes the mask (official: 0.5).
         anomaly_prob: share of training images that get a simulated anomaly (official: 0.5).
+        rotate_prob: share of training images rotated by U(−90°, 90°) before the simulation
+            (official: 0.3; the rotated image is also the reconstruction target).
         train_crop: train on random crop × crop windows of the training images (fresh
             window per image and step) instead of whole images; None trains on whole images
             as the paper. Both networks are fully convolutional, so prediction uses whole
@@ -65,6 +80,9 @@ class DRAEMConfig(DetectorConfig):
         sigma: optional Gaussian smoothing of the output map in pixels (official: none).
         batch_size: images per prediction batch.
     """
+
+    SCHEDULES: ClassVar[dict[str, dict[str, Any]]] = SCHEDULES
+    schedule: str = schedule_field(SCHEDULES)
 
     batch_size: int = attrs.field(default=8, validator=positive_int)
     base_width: int = attrs.field(default=16, validator=positive_int)
@@ -77,6 +95,7 @@ class DRAEMConfig(DetectorConfig):
     n_textures: int = attrs.field(default=64, validator=positive_int)
     perlin_threshold: float = attrs.field(default=0.5, validator=in_range(-1, 1))
     anomaly_prob: float = attrs.field(default=0.5, validator=in_range(0, 1))
+    rotate_prob: float = attrs.field(default=0.3, validator=in_range(0, 1))
     train_crop: int | None = attrs.field(default=128, validator=attrs.validators.optional(positive_int))
     time_budget_s: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(in_range(0, low_open=True)))
@@ -151,6 +170,7 @@ class DRAEM(Detector):
                 lefts = rng.integers(0, width - crop[1] + 1, size=len(images))
                 images = torch.stack([image[:, t: t + crop[0], l: l + crop[1]]
                                       for image, t, l in zip(images, tops, lefts)])
+            images = rotate_some(images, rng, c.rotate_prob)
             augmented, masks = simulate(images, rng, source, c.perlin_threshold, anomaly_prob=c.anomaly_prob)
             reconstruction, probabilities = self._forward(augmented)
             loss = (reconstruction_loss(reconstruction, images)

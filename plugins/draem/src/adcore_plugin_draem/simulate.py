@@ -52,17 +52,31 @@ def perlin_noise(shape: tuple[int, int], res: tuple[int, int], rng: np.random.Ge
     return (math.sqrt(2) * (top + v * (bottom - top))).astype(np.float32)
 
 
-def rotate(array: np.ndarray, degrees: float) -> np.ndarray:
-    """Rotate an (H, W) array about its centre (bilinear, zeros outside)."""
-    height, width = array.shape
+def rotate(array: np.ndarray | torch.Tensor, degrees: float) -> np.ndarray | torch.Tensor:
+    """Rotate an (H, W) array or a (C, H, W) tensor about its centre (bilinear, zeros outside)."""
+    tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
+    height, width = tensor.shape[-2:]
     a = math.radians(degrees)
     # affine_grid works in normalised coordinates; rescale so the rotation is isotropic in pixels.
     theta = torch.tensor([[math.cos(a), -math.sin(a) * height / width, 0.0],
-                          [math.sin(a) * width / height, math.cos(a), 0.0]], dtype=torch.float32)
-    grid = F.affine_grid(theta[None], [1, 1, height, width], align_corners=False)
-    out = F.grid_sample(torch.from_numpy(array)[None, None], grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=False)
-    return out[0, 0].numpy()
+                          [math.sin(a) * width / height, math.cos(a), 0.0]], dtype=tensor.dtype,
+                         device=tensor.device)
+    planes = tensor.reshape(1, -1, height, width)
+    grid = F.affine_grid(theta[None], list(planes.shape), align_corners=False)
+    out = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = out.reshape(tensor.shape)
+    return out.numpy() if isinstance(array, np.ndarray) else out
+
+
+def rotate_some(images: torch.Tensor, rng: np.random.Generator, prob: float,
+                degrees: float = 90.0) -> torch.Tensor:
+    """The official augmentation of normal training images: each, with probability ``prob``
+    (official 0.3), is rotated by U(−degrees, degrees) about its centre, black outside."""
+    out = images.clone()
+    for i in range(images.shape[0]):
+        if rng.random() < prob:
+            out[i] = rotate(images[i], float(rng.uniform(-degrees, degrees)))
+    return out
 
 
 def perlin_mask(shape: tuple[int, int], rng: np.random.Generator, threshold: float = 0.5) -> np.ndarray:
