@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from typing import Any, ClassVar
+
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adcore.config import in_range, positive_int, strides
+from adcore.config import in_range, positive_int, schedule_field, strides
 from adcore.features import BackboneConfig, BackboneDetector, resize_to
 from adcore.ops import gaussian_blur, upsample_maps
 from adcore.training import CachedData, cache_features, train
@@ -28,11 +30,18 @@ PAPER_EPOCHS = 160
 
 
 
+#: Named training schedules: "cpu" is the default (the field defaults); "paper" the
+#: paper's / official code's. Parameters set explicitly override either.
+SCHEDULES: dict[str, dict[str, Any]] = {"cpu": {}, "paper": {"epochs": PAPER_EPOCHS}}
+
+
 @attrs.define(kw_only=True)
 class SimpleNetConfig(BackboneConfig):
     """SimpleNet parameters; defaults are the official code's unless noted.
 
     Attributes:
+        schedule: "cpu" (default: sized for a 2-core CPU, see README) or "paper"; it
+            sets every parameter of the schedule that is not set explicitly.
         backbone: feature backbone (``adcore list backbones``); paper: WRN50.
         backbone_weights: weights file instead of the backbone's default weights.
         layers: feature strides (official: layer2 + layer3 = strides 8, 16).
@@ -54,11 +63,14 @@ class SimpleNetConfig(BackboneConfig):
         sigma: Gaussian smoothing of the anomaly map, in pixels (official: 4).
     """
 
+    SCHEDULES: ClassVar[dict[str, dict[str, Any]]] = SCHEDULES
+    schedule: str = schedule_field(SCHEDULES)
+
     layers: tuple[int, ...] = attrs.field(default=(8, 16), validator=strides())
     patch_size: int = attrs.field(default=3, validator=positive_int)
     pretrain_embed_dimension: int = attrs.field(default=1536, validator=positive_int)
     target_embed_dimension: int = attrs.field(default=1536, validator=positive_int)
-    noise_std: float = attrs.field(default=0.3, validator=in_range(0, low_open=True))
+    noise_std: float = attrs.field(default=0.015, validator=in_range(0, low_open=True))
     dsc_hidden: int = attrs.field(default=1024, validator=positive_int)
     dsc_margin: float = attrs.field(default=0.5, validator=in_range(0))
     adaptor_lr: float = attrs.field(default=1e-4, validator=in_range(0, low_open=True))
