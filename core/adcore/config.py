@@ -19,8 +19,8 @@ import attrs
 from adcore.errors import ConfigError
 
 __all__ = ["Interval", "Validator", "as_json_dict", "available_devices", "build", "existing_device",
-           "from_json_dict", "in_range", "one_of", "parse_assignments", "positive_int", "schedule_field",
-           "strides"]
+           "from_json_dict", "in_range", "one_of", "parse_assignments", "positive_int", "resolve_device",
+           "schedule_field", "strides"]
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -88,6 +88,14 @@ def available_devices() -> tuple[str, ...]:
     if torch.backends.mps.is_available():
         found.append("mps")
     return tuple(found)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> the best device of this machine (cuda, then mps, then cpu); other names as they are."""
+    if name != "auto":
+        return name
+    found = available_devices()
+    return "cuda" if "cuda" in found else "mps" if "mps" in found else "cpu"
 
 
 def existing_device(instance: Any, attribute: attrs.Attribute, value: Any) -> None:

@@ -60,6 +60,11 @@ def _data() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
     return train, test, labels, masks
 
 
+def conformance_data() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """The kit's small synthetic set: train images, test images, labels and masks at 64 px."""
+    return _data()
+
+
 def _fitted(factory: Factory, **overrides: object) -> Detector:
     train = _data()[0]
     return factory(**overrides).fit(train)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from adcore.cli.run_cmd import parse_set, within
+from adcore.config import resolve_device
 from adcore.options import HOLDOUT, IMAGE_SIZE, SEED
 
 __all__ = ["SORT_CHOICES", "benchmark"]
@@ -39,11 +40,13 @@ SORT_CHOICES = ("image_auroc", "pixel_auroc", "aupro", "fit_seconds", "ms_per_im
               help="Results folder; cells go to OUT/cells/seed<N>/<detector>/<category>/.")
 @click.option("--force", is_flag=True, help="Rerun cells that are already finished.")
 @click.option("--no-panels", is_flag=True, help="Skip the per-image panel PNGs.")
+@click.option("--device", default=None, metavar="cpu|cuda[:N]|mps|auto",
+              help="Device to fit and predict on (auto: a GPU when there is one); default: each detector's own (cpu).")
 @click.option("--sort", default="image_auroc", show_default=True, type=click.Choice(SORT_CHOICES),
               help="Metric the report's summary table is sorted by.")
 def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None, categories: tuple[str, ...],
               backbone: str | None, image_size: int, assignments: tuple[str, ...], seeds: tuple[int, ...],
-              holdout: float, out: Path, force: bool, no_panels: bool, sort: str) -> None:
+              holdout: float, out: Path, force: bool, no_panels: bool, sort: str, device: str | None) -> None:
     """Run each detector on each category (and seed) like `adcore run`, one cell at a time.
 
     Finished cells are skipped when the command is run again (use --force to
@@ -54,9 +57,12 @@ def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None
     """
     from adcore.benchmark import BenchmarkOptions, resolve_detectors, run_benchmark
 
+    values = parse_set(assignments)
+    if device is not None:
+        values["device"] = resolve_device(device)  # every detector has the parameter
     options = BenchmarkOptions(
         detectors=resolve_detectors(detectors), data=data, dataset=dataset, categories=categories,
-        backbone=backbone, image_size=image_size, assignments=parse_set(assignments),
+        backbone=backbone, image_size=image_size, assignments=values,
         seeds=tuple(dict.fromkeys(seeds)) or (0,), out=out, holdout=holdout, force=force, panels=not no_panels,
         sort=sort, command=shlex.join(["adcore", *sys.argv[1:]]))
     run_benchmark(options, echo=click.echo)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from adcore.config import Interval
+from adcore.config import Interval, resolve_device
 from adcore.errors import ConfigError
 from adcore.options import HOLDOUT, IMAGE_SIZE, SEED
 
@@ -63,9 +63,11 @@ def parse_set(values: tuple[str, ...]) -> dict[str, str]:
                    f"{HOLDOUT.describe()}.")
 @click.option("--out", default=Path("results"), show_default=True, type=click.Path(path_type=Path))
 @click.option("--no-panels", is_flag=True, help="Skip the per-image panel PNGs.")
+@click.option("--device", default=None, metavar="cpu|cuda[:N]|mps|auto",
+              help="Device to fit and predict on (auto: a GPU when there is one); default: each detector's own (cpu).")
 def run(detector: str, data: Path | None, dataset: str | None, categories: tuple[str, ...], backbone: str | None,
         backbone_weights: Path | None, image_size: int, assignments: tuple[str, ...], seed: int, holdout: float,
-        out: Path, no_panels: bool) -> None:
+        out: Path, no_panels: bool, device: str | None) -> None:
     """Fit DETECTOR on train/good, calibrate thresholds, evaluate on test and write results."""
     from adcore.runner import RunOptions, format_table
     from adcore.runner import run as run_job
@@ -73,6 +75,8 @@ def run(detector: str, data: Path | None, dataset: str | None, categories: tuple
     values = parse_set(assignments)
     if backbone_weights is not None:
         values["backbone_weights"] = str(backbone_weights)
+    if device is not None:
+        values["device"] = resolve_device(device)
     options = RunOptions(detector=detector, data=data, dataset=dataset, categories=categories, backbone=backbone,
                          image_size=image_size, assignments=values, seed=seed, out=out, holdout=holdout,
                          panels=not no_panels, command=shlex.join(["adcore", *sys.argv[1:]]))
