@@ -33,3 +33,7 @@ class WeightsError(AdcoreError):
 
 class ModelFileError(AdcoreError):
     """A saved model folder is missing, incomplete or from an unknown plugin."""
+
+
+class OutputError(AdcoreError):
+    """An output path is not safe to write: an input, a file, not writable, or not written by adcore."""
