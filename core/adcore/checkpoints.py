@@ -7,15 +7,22 @@ checkpoint of the same fit (same fingerprint), restores them and goes on.
 Tensors go to safetensors and everything else to JSON, so loading a checkpoint
 executes no code, like loading a model. A checkpoint is not a model: the
 runner deletes it once the model is written.
+
+Each save replaces the checkpoint folder atomically (:mod:`adcore.fs`); the
+folder holds nothing but ``state.safetensors`` and ``state.json``, which is
+what marks it as adcore's, so only such a folder is ever replaced or removed.
+A checkpoint that cannot be restored is discarded with a one-line warning and
+training starts over: it never blocks a command.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import json
 import os
-import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Union
@@ -25,9 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from adcore import fs
+
 TENSORS_FILE = "state.safetensors"
 META_FILE = "state.json"
-_LATEST = "latest"
+FORMAT = "adcore-checkpoint"
 
 Saved = Union[nn.Module, torch.optim.Optimizer]
 Rng = Union[np.random.Generator, torch.Generator]
@@ -62,8 +71,8 @@ def current() -> Place | None:
 
 
 def remove(folder: Path) -> None:
-    """Delete a checkpoint folder (after the model it was for has been written)."""
-    shutil.rmtree(folder, ignore_errors=True)
+    """Delete a checkpoint folder (after the model it was for has been written); never anything else."""
+    fs.remove_folder(folder, KIND)
 
 
 def save(place: Place, epoch: int, history: list[float], objects: Mapping[str, Saved],
@@ -72,8 +81,8 @@ def save(place: Place, epoch: int, history: list[float], objects: Mapping[str, S
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
-    meta: dict[str, Any] = {"fingerprint": place.fingerprint, "epoch": epoch, "history": history,
-                            "optimisers": {}, "numpy_rngs": {}}
+    meta: dict[str, Any] = {"format": FORMAT, "fingerprint": place.fingerprint, "epoch": epoch,
+                            "history": history, "optimisers": {}, "numpy_rngs": {}}
     for name, obj in objects.items():
         if isinstance(obj, nn.Module):
             for key, value in obj.state_dict().items():
@@ -93,38 +102,45 @@ def save(place: Place, epoch: int, history: list[float], objects: Mapping[str, S
             tensors[f"rng.{name}"] = rng.get_state()
         else:
             meta["numpy_rngs"][name] = rng.bit_generator.state
-    place.folder.mkdir(parents=True, exist_ok=True)
-    tmp = place.folder / f".tmp-{epoch}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS_FILE))
-    (tmp / META_FILE).write_text(json.dumps(meta))
-    latest, old = place.folder / _LATEST, place.folder / ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    if latest.exists():
-        os.replace(latest, old)
-    os.replace(tmp, latest)
-    shutil.rmtree(old, ignore_errors=True)
+
+    def write(folder: Path) -> None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / TENSORS_FILE))
+        fs.write_json(folder / META_FILE, meta)
+
+    fs.replace_folder(place.folder, write, KIND)
 
 
 def load(place: Place, objects: Mapping[str, Saved], rngs: Mapping[str, Rng]) -> tuple[int, list[float]] | None:
     """Restore a checkpoint of this fit into ``objects`` and ``rngs``.
 
-    Returns (finished epochs, loss history), or None when there is no
-    checkpoint of this fit (none at all, another fingerprint, or unreadable).
+    Returns (finished epochs, loss history), or None when there is none. A
+    checkpoint that cannot be restored (damaged, of another fit, or with tensors
+    that do not fit the modules) is discarded with a one-line warning, and
+    ``objects`` and ``rngs`` are left as they were, so training starts over.
     """
+    if not (place.folder / META_FILE).is_file() and not (place.folder / TENSORS_FILE).is_file():
+        return None
+    originals = _snapshot(objects, rngs)
+    try:
+        return _restore(place, objects, rngs)
+    except Exception as exc:  # noqa: BLE001 - any damage means: start over, never block the command
+        _restore_snapshot(originals, objects, rngs)
+        remove(place.folder)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"Warning: {place.folder}: training checkpoint discarded ({reason[:300]}); training starts over",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def _restore(place: Place, objects: Mapping[str, Saved], rngs: Mapping[str, Rng]) -> tuple[int, list[float]]:
     from safetensors.torch import load_file
 
-    folder = next((f for f in (place.folder / _LATEST, place.folder / ".old") if (f / META_FILE).is_file()), None)
-    if folder is None:
-        return None
-    try:
-        meta = json.loads((folder / META_FILE).read_text())
-        tensors = load_file(str(folder / TENSORS_FILE))
-    except (OSError, ValueError, RuntimeError):
-        return None
+    meta = json.loads((place.folder / META_FILE).read_text(encoding="utf-8"))
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{META_FILE} is not an adcore training checkpoint")
     if meta.get("fingerprint") != place.fingerprint:
-        return None
+        raise ValueError("it is of another fit (other settings, data or version)")
+    tensors = load_file(str(place.folder / TENSORS_FILE))
     for name, obj in objects.items():
         if isinstance(obj, nn.Module):
             prefix = f"module.{name}."
@@ -140,10 +156,56 @@ def load(place: Place, objects: Mapping[str, Saved], rngs: Mapping[str, Rng]) ->
             for index, slots in saved["scalars"].items():
                 state.setdefault(int(index), {}).update(slots)
             obj.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+            _check_optimiser_fits(obj, name)
     for name, rng in rngs.items():
         if isinstance(rng, torch.Generator):
             rng.set_state(tensors[f"rng.{name}"])
         else:
             rng.bit_generator.state = meta["numpy_rngs"][name]
-    place.resumed_from = int(meta["epoch"])
-    return place.resumed_from, [float(v) for v in meta["history"]]
+    epoch, history = int(meta["epoch"]), [float(v) for v in meta["history"]]
+    place.resumed_from = epoch
+    return epoch, history
+
+
+def _check_optimiser_fits(optimiser: torch.optim.Optimizer, name: str) -> None:
+    """An optimiser's load_state_dict takes slots of any shape; a misfit would only fail at the next step."""
+    for group in optimiser.param_groups:
+        for parameter in group["params"]:
+            for slot, value in optimiser.state.get(parameter, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != parameter.shape:
+                    raise ValueError(f"optimiser '{name}' slot '{slot}' has shape {tuple(value.shape)}, "
+                                     f"its parameter {tuple(parameter.shape)}")
+
+
+Snapshot = tuple[dict[str, Any], dict[str, Any]]
+
+
+def _snapshot(objects: Mapping[str, Saved], rngs: Mapping[str, Rng]) -> Snapshot:
+    """Copies of every state a failed restore could have changed half-way."""
+    states = {name: copy.deepcopy(obj.state_dict()) for name, obj in objects.items()}
+    generators = {name: rng.get_state() if isinstance(rng, torch.Generator) else copy.deepcopy(rng.bit_generator.state)
+                  for name, rng in rngs.items()}
+    return states, generators
+
+
+def _restore_snapshot(snapshot: Snapshot, objects: Mapping[str, Saved], rngs: Mapping[str, Rng]) -> None:
+    states, generators = snapshot
+    for name, obj in objects.items():
+        obj.load_state_dict(states[name])
+    for name, rng in rngs.items():
+        if isinstance(rng, torch.Generator):
+            rng.set_state(generators[name])
+        else:
+            rng.bit_generator.state = generators[name]
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    """A folder holding only checkpoint files is one, even when those files are damaged."""
+    try:
+        names = {entry.name for entry in os.scandir(folder)}
+    except OSError:
+        return False
+    return bool(names) and names <= {TENSORS_FILE, META_FILE}
+
+
+KIND = fs.Kind("a training checkpoint", FORMAT, META_FILE, recognise=_is_checkpoint)

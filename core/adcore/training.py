@@ -14,7 +14,9 @@ Two functions:
 
 Inside the runner's :func:`adcore.checkpoints.checkpointing` block, ``train``
 saves the modules, optimisers and random generators passed as ``saved`` and
-``rngs`` after every epoch, and resumes from such a checkpoint of the same fit.
+``rngs`` after every epoch, and resumes from such a checkpoint of the same fit
+(a damaged one, or one of another fit, is discarded with a warning and
+training starts over).
 A KeyboardInterrupt propagates unchanged: the runner writes models atomically,
 so an interrupted fit leaves no model behind, only its last checkpoint.
 
