@@ -4,17 +4,17 @@ Each cell is one :func:`adcore.runner.run_category` call with its own
 :class:`~adcore.runner.RunOptions`, writing to ``<out>/cells/seed<N>/`` so that
 the usual ``<detector>/<category>/`` layout is kept inside. A cell's folder
 appears atomically when the cell is complete, so a cell is *finished* exactly
-when its ``metrics.json`` exists: running the same command again skips finished
-cells and continues where an interrupted run stopped. A cell that fails is
-recorded in ``<out>/failures.json`` and the grid goes on.
+when it holds adcore's ``metrics.json`` for that cell (a corrupt one does not
+count): running the same command again skips finished cells and continues
+where an interrupted run stopped. A cell that fails is recorded in
+``<out>/failures.json`` and the grid goes on. ``<out>`` carries adcore's marker
+from its creation; a folder that does not is refused before any work.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -24,12 +24,14 @@ from typing import Any
 
 import attrs
 
-from adcore import __version__
-from adcore.errors import AdcoreError, ConfigError
+from adcore import __version__, fs
+from adcore.errors import AdcoreError, ConfigError, DataError
 
 GRID_FILE = "benchmark.json"
 FAILURES_FILE = "failures.json"
 CELLS_DIR = "cells"
+#: The ``--out`` of `adcore benchmark`: its grid, cells, tables and report.
+BENCHMARK = fs.Kind("a results folder of adcore benchmark", "adcore-benchmark")
 
 
 class CellsFailed(AdcoreError):
@@ -160,7 +162,14 @@ def cell_options(options: BenchmarkOptions, cell: Cell, assignments: Mapping[str
 
 
 def is_finished(out: Path, cell: Cell) -> bool:
-    return (cell.folder(out) / "metrics.json").is_file()
+    """Whether the cell's folder holds its readable metrics (then it is complete: cells appear atomically)."""
+    from adcore.report import read_metrics
+
+    try:
+        read_metrics(cell.folder(out) / "metrics.json")
+    except DataError:
+        return False
+    return True
 
 
 def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -183,10 +192,12 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
             cell_options(options, Cell(name, "?", 0), {}).backbone is None for name in detectors):
         raise ConfigError(f"--backbone {options.backbone}: no detector of this benchmark uses a backbone "
                           f"({', '.join(detectors)})")
-    # Validate every detector's parameters before reading any data (as `adcore run` does).
+    # Validate every detector's parameters and the output folder before reading any data (as `adcore run` does).
     for name in detectors:
         for seed in options.seeds:
             runner.make_detector(cell_options(options, Cell(name, "?", seed), per_detector[name]))
+    out = Path(options.out)
+    fs.check_output(out, BENCHMARK, inputs=[options.data])
     categories = runner.open_categories(runner.RunOptions(detector=detectors[0], data=options.data,
                                                           dataset=options.dataset,
                                                           categories=options.categories))
@@ -194,10 +205,12 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
         raise ConfigError("no categories to run")
     by_name = {c.name: c for c in categories}
     cells = [Cell(d, c.name, s) for s in options.seeds for d in detectors for c in categories]
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for cell in cells:
+        if options.force or not is_finished(out, cell):
+            runner.check_outputs(cell_options(options, cell, per_detector[cell.detector]), [by_name[cell.category]])
     if not options.force:
         _check_consistent(out, cells, options, per_detector)
+    fs.prepare_folder(out, BENCHMARK)
     _write_grid(out, options, detectors, [c.name for c in categories], per_detector)
     failures = _read_failures(out)
 
@@ -263,15 +276,13 @@ def _check_consistent(out: Path, cells: Sequence[Cell], options: BenchmarkOption
     """Refuse to mix finished cells made with other settings into this grid (unless --force)."""
     from adcore import runner
     from adcore.config import as_json_dict
+    from adcore.report import read_metrics
 
     expected: dict[tuple[str, int], dict[str, Any]] = {}
     for cell in cells:
-        path = cell.folder(out) / "metrics.json"
-        if not path.is_file():
-            continue
         try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
+            old = read_metrics(cell.folder(out) / "metrics.json")
+        except DataError:
             continue
         if (cell.detector, cell.seed) not in expected:
             detector = runner.make_detector(cell_options(options, cell, per_detector[cell.detector]))
@@ -312,7 +323,7 @@ def _write_grid(out: Path, options: BenchmarkOptions, detectors: Sequence[str], 
         "versions": versions(),
         "invocations": invocations[-20:],
     }
-    _write_json(out / GRID_FILE, grid)
+    fs.write_json(out / GRID_FILE, grid)
 
 
 def versions() -> dict[str, Any]:
@@ -346,22 +357,9 @@ def _read_failures(out: Path) -> dict[str, Any]:
 def _write_failures(out: Path, failures: Mapping[str, Any]) -> None:
     path = out / FAILURES_FILE
     if failures:
-        _write_json(path, list(failures.values()))
+        fs.write_json(path, list(failures.values()))
     elif path.exists():
         path.unlink()
-
-
-def _write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(value, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _one_line(exc: BaseException) -> str:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import abc
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -138,35 +135,34 @@ class Detector(abc.ABC):
         """Write ``model.safetensors`` and ``config.json`` into ``folder``, atomically.
 
         Args:
-            folder: target folder; replaced as a whole if it exists.
+            folder: target folder; an earlier saved model there is replaced as a
+                whole, anything else is refused (:class:`~adcore.errors.OutputError`).
             metadata: JSON-serialisable extras (thresholds, image size, ...).
         """
         from safetensors.torch import save_file
 
+        from adcore import fs
+
         self._check_fitted("save")
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            tensors = {k: v.detach().cpu().contiguous() for k, v in self._get_state().items()}
-            if self.loss_history_:
-                tensors[LOSS_HISTORY] = torch.tensor(self.loss_history_, dtype=torch.float32)
-            save_file(tensors, str(tmp / TENSORS_FILE))
-            document = {
-                "format": MODEL_FORMAT,
-                "format_version": MODEL_FORMAT_VERSION,
-                "detector": self.name,
-                "adcore_version": __version__,
-                **_plugin_of(type(self)),
-                "config": as_json_dict(self.config),
-                "metadata": dict(metadata or {}),
-            }
-            (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n")
-            _replace_dir(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return folder
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self._get_state().items()}
+        if self.loss_history_:
+            tensors[LOSS_HISTORY] = torch.tensor(self.loss_history_, dtype=torch.float32)
+        document = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "detector": self.name,
+            "adcore_version": __version__,
+            **_plugin_of(type(self)),
+            "config": as_json_dict(self.config),
+            "metadata": dict(metadata or {}),
+        }
+
+        def write(staging: Path) -> None:
+            save_file(tensors, str(staging / TENSORS_FILE))
+            fs.write_json(staging / CONFIG_FILE, document)
+
+        # config.json is the model folder's marker: only a folder holding an adcore model is replaced.
+        return fs.replace_folder(Path(folder), write, fs.Kind("a saved model folder", MODEL_FORMAT, CONFIG_FILE))
 
     @classmethod
     def load(cls, folder: str | Path) -> Detector:
@@ -259,12 +255,3 @@ def _plugin_of(cls: type) -> dict[str, str]:
         return {"plugin": dist_name, "plugin_version": metadata.version(dist_name)}
     return {"plugin": module, "plugin_version": "unknown"}
 
-
-def _replace_dir(source: Path, target: Path) -> None:
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / "x")
-        os.replace(source, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(source, target)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,13 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from adcore import visualize
+from adcore import fs, visualize
 from adcore.data.loading import ImageBatches
-from adcore.detector import load_model
+from adcore.detector import Prediction, load_model
 from adcore.errors import DataError, ModelFileError
 from adcore.imageio import IMAGE_SUFFIXES, image_size, list_images
 from adcore.ops import upsample_maps
-from adcore.runner import _write_atomically
+
+#: What `adcore predict --out` holds; only such a folder is ever replaced by another prediction.
+PREDICTIONS = fs.Kind("a predictions folder of adcore predict", "adcore-predictions")
 
 
 def find_model(folder: Path) -> Path:
@@ -45,40 +47,62 @@ def collect_images(inputs: Sequence[Path]) -> list[Path]:
 
 
 def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path) -> list[dict[str, Any]]:
-    """Predict every input image and write heat maps, masks, CSV and JSON under ``out``."""
+    """Predict every input image and write heat maps, masks, CSV and JSON under ``out``.
+
+    ``out`` is checked before the model is read: it must not be or overlap an
+    input, and may hold only an earlier prediction, which is replaced atomically.
+    """
+    fs.check_output(out, PREDICTIONS, inputs=[model_dir, *inputs])
     detector, meta = load_model(find_model(model_dir))
     paths = collect_images(inputs)
     sizes = [image_size(p) for p in paths]  # checks every file before any work
     size = int(meta.get("image_size", 256))
     prediction = detector.predict(ImageBatches(paths, size, detector.config.batch_size), progress="predict")
+    require_finite(paths, prediction)
     image_threshold = meta.get("image_threshold")
     pixel_threshold = meta.get("pixel_threshold")
     vmin, vmax = meta.get("display_range") or [float(prediction.anomaly_maps.min()),
                                                 float(prediction.anomaly_maps.max())]
-    rows: list[dict[str, Any]] = []
     names = _unique_stems(paths)
+    rows = [{"image": str(path), "score": float(score),
+             "anomalous": None if image_threshold is None else bool(score >= image_threshold),
+             "heatmap": f"heatmaps/{name}.png",
+             "mask": f"masks/{name}.png" if pixel_threshold is not None else None}
+            for path, name, score in zip(paths, names, prediction.scores)]
 
     def write(folder: Path) -> None:
-        for path, name, (width, height), score, small_map in zip(paths, names, sizes, prediction.scores,
-                                                                 prediction.anomaly_maps):
+        for name, (width, height), small_map in zip(names, sizes, prediction.anomaly_maps):
             full = upsample_maps(torch.from_numpy(small_map)[None], (height, width))[0].numpy()
             visualize.save_heatmap(folder / "heatmaps" / f"{name}.png", full, vmin, vmax)
             if pixel_threshold is not None:
                 visualize.save_mask(folder / "masks" / f"{name}.png", full >= pixel_threshold)
-            rows.append({"image": str(path), "score": float(score),
-                         "anomalous": None if image_threshold is None else bool(score >= image_threshold),
-                         "heatmap": f"heatmaps/{name}.png",
-                         "mask": f"masks/{name}.png" if pixel_threshold is not None else None})
         with open(folder / "predictions.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        summary = {"model": str(model_dir), "detector": detector.name, "image_threshold": image_threshold,
-                   "pixel_threshold": pixel_threshold, "predictions": rows}
-        (folder / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n")
+        fs.write_json(folder / "predictions.json", {
+            "model": str(model_dir), "detector": detector.name, "image_threshold": image_threshold,
+            "pixel_threshold": pixel_threshold, "predictions": rows})
 
-    _write_atomically(out, write)
+    fs.replace_folder(out, write, PREDICTIONS)
     return rows
+
+
+def require_finite(paths: Sequence[Path], prediction: Prediction) -> None:
+    """Refuse to turn a NaN or infinite score (or map) into a verdict: name the first such image."""
+    if not len(paths):
+        return
+    maps_finite = np.isfinite(prediction.anomaly_maps.reshape(len(paths), -1)).all(axis=1)
+    bad = ~(np.isfinite(prediction.scores) & maps_finite)
+    if not bad.any():
+        return
+    first = int(np.argmax(bad))
+    score = float(prediction.scores[first])
+    what = "anomaly map" if math.isfinite(score) else f"score ({score})"
+    more = int(bad.sum()) - 1
+    raise DataError(f"{paths[first]}: the detector gave a non-finite {what} for this image"
+                    + (f" (and for {more} more images)" if more else "")
+                    + "; no verdict is possible and nothing was written")
 
 
 def _unique_stems(paths: Sequence[Path]) -> list[str]:

@@ -4,7 +4,8 @@ Everything here is rebuilt from the files on disk (``metrics.json``,
 ``predictions.csv``, panels, the optional ``roc_pixel.json`` and
 ``training_log.json`` of each cell, and ``benchmark.json``/``failures.json``
 of the grid), so ``adcore report DIR`` never reruns anything. Missing values
-are shown as ``n/a``; nothing is filled in.
+are shown as ``n/a``; nothing is filled in. A corrupt or foreign
+``metrics.json`` is named in a warning and skipped, never counted as finished.
 
 Layout read::
 
@@ -17,6 +18,11 @@ Written::
 
     DIR/tables/{image_auroc,pixel_auroc,aupro,summary}.{md,csv,json}
     DIR/report.html                         plots embedded; panels linked relatively
+
+Each file is written atomically. DIR must carry adcore's marker (a benchmark
+folder does from its creation) before an existing report.html is overwritten;
+a results folder without one is marked on its first report, when neither
+report.html nor tables/ exists yet.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -38,7 +45,8 @@ from urllib.parse import quote
 import attrs
 import numpy as np
 
-from adcore.errors import DataError
+from adcore import fs
+from adcore.errors import DataError, OutputError
 
 METRICS: tuple[tuple[str, str], ...] = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"),
                                         ("aupro", "AUPRO"))
@@ -49,6 +57,9 @@ SORT_KEYS: dict[str, tuple[str, bool]] = {
 }
 NA = "n/a"
 PARTIAL = "†"
+#: A folder of `adcore run` results that `adcore report` has written into.
+RESULTS = fs.Kind("a results folder", "adcore-results")
+TABLES = fs.Kind("a tables folder of adcore report", "adcore-tables")
 
 
 @attrs.frozen
@@ -126,18 +137,16 @@ def collect(root: Path) -> Results:
     paths = sorted((root / "cells").glob("seed*/*/*/metrics.json")) if (root / "cells").is_dir() else []
     if not paths:
         paths = sorted(root.glob("*/*/metrics.json"))
+    paths = [p for p in paths if not any(part.startswith(".") for part in p.relative_to(root).parts)]  # staging
     cells: dict[tuple[str, str, int], dict[str, Any]] = {}
     for path in paths:
         try:
-            metrics = json.loads(path.read_text())
-        except (OSError, ValueError):
+            metrics = read_metrics(path)
+        except DataError as exc:
+            print(f"Warning: {exc}; skipped", file=sys.stderr, flush=True)
             continue
-        folder = path.parent
-        detector = metrics.get("detector") or folder.parent.name
-        category = metrics.get("category") or folder.name
-        seed = int(metrics.get("seed", 0) or 0)
-        metrics["_folder"] = folder
-        cells[(detector, category, seed)] = metrics
+        metrics["_folder"] = path.parent
+        cells[(metrics["detector"], metrics["category"], int(metrics.get("seed", 0) or 0))] = metrics
     failures: dict[tuple[str, str, int], dict[str, Any]] = {}
     try:
         for entry in json.loads((root / "failures.json").read_text()):
@@ -152,6 +161,19 @@ def collect(root: Path) -> Results:
     categories = _ordered(grid.get("categories", []), sorted(k[1] for k in keys))
     seeds = sorted(set(grid.get("seeds", [])) | {k[2] for k in keys})
     return Results(root, cells, detectors, categories, seeds, grid, failures)
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A cell's metrics.json, if it is adcore's for that very cell; else DataError naming the file."""
+    folder = Path(path).parent
+    try:
+        metrics = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: not readable JSON ({' '.join(str(exc).split())})") from None
+    if (not isinstance(metrics, dict) or metrics.get("detector") != folder.parent.name
+            or metrics.get("category") != folder.name or not isinstance(metrics.get("seed", 0), int)):
+        raise DataError(f"{path}: not adcore's metrics of {folder.parent.name}/{folder.name}")
+    return metrics
 
 
 def _ordered(first: Sequence[Any], more: Sequence[Any]) -> list[Any]:
@@ -315,7 +337,7 @@ def write_csv(path: Path, table: dict[str, Any]) -> None:
                      num(row["ms_per_image"].mean if row["ms_per_image"] else None),
                      num(row["peak_mb"]), row["cells"], row["backbone"]]
             writer.writerow(line)
-    _write_text(path, buffer.getvalue())
+    fs.write_file(path, buffer.getvalue())
 
 
 def _jsonable(value: Any) -> Any:
@@ -332,20 +354,34 @@ def _jsonable(value: Any) -> Any:
 def build(root: Path, sort: str = "image_auroc") -> dict[str, Any]:
     """Write ``tables/`` and ``report.html`` for the results folder ``root``; returns their paths."""
     results = collect(Path(root))
-    tables_dir = results.root / "tables"
+    _claim(results.root)
+    tables_dir = fs.prepare_folder(results.root / "tables", TABLES)
     tables = {key: metric_table(results, key) for key, _ in METRICS}
     summary = summary_table(results, sort)
     n_seeds = len(results.seeds)
     texts = {}
     for name, table in [*tables.items(), ("summary", summary)]:
         texts[name] = markdown(table, n_seeds)
-        _write_text(tables_dir / f"{name}.md", texts[name])
+        fs.write_file(tables_dir / f"{name}.md", texts[name])
         write_csv(tables_dir / f"{name}.csv", table)
-        _write_text(tables_dir / f"{name}.json", json.dumps(_jsonable(table), indent=2) + "\n")
+        fs.write_json(tables_dir / f"{name}.json", _jsonable(table))
     report_path = results.root / "report.html"
-    _write_text(report_path, render_html(results, tables, summary))
+    fs.write_file(report_path, render_html(results, tables, summary))
     return {"report": report_path, "tables": tables_dir, "summary_text": texts["summary"],
             "markdown": texts}
+
+
+def _claim(root: Path) -> None:
+    """Let the report overwrite its files in ``root`` only if adcore's marker says the folder is adcore's."""
+    from adcore.benchmark import BENCHMARK
+
+    if RESULTS.owns(root) or BENCHMARK.owns(root):
+        return
+    for path in (root / "report.html", root / "tables"):
+        if os.path.lexists(path):
+            raise OutputError(f"{path}: exists and {root} carries no adcore marker, so it may not be adcore's; "
+                              "move it away or remove it yourself, then run adcore report again")
+    fs.mark(root, RESULTS)
 
 
 # --------------------------------------------------------------------------- curves and examples
@@ -739,15 +775,3 @@ def render_html(results: Results, tables: Mapping[str, dict[str, Any]], summary:
     add("</body></html>\n")
     return "\n".join(parts)
 
-
-def _write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

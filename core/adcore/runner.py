@@ -1,36 +1,39 @@
 """The main job: fit, calibrate, evaluate and report one detector on each category.
 
-Each category's results are built in a hidden temporary folder and moved into
-``<out>/<detector>/<category>/`` only when complete, so a failure or Ctrl-C
-never leaves half-written output.
+Each category's results are built in a hidden staging folder and published at
+``<out>/<detector>/<category>/`` only when complete (see :mod:`adcore.fs`), so a
+failure or Ctrl-C never leaves half-written output; what is already at a
+target is replaced only if adcore wrote it, and that is checked before any work.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
+import math
 import resource
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 
-from adcore import __version__, checkpoints, metrics, visualize
+from adcore import __version__, checkpoints, fs, metrics, visualize
 from adcore.config import as_json_dict, parse_assignments
 from adcore.data import Category
 from adcore.data.loading import ImageBatches, load_images, load_masks
 from adcore.detector import Detector, Prediction
 from adcore.errors import ConfigError
 from adcore.plugins import get_registry
+from adcore.predicting import require_finite
 from adcore.progress import bar, log_line
 from adcore.thresholds import calibrate, split_calibration
+
+#: A category's results, written by `adcore run` or a benchmark cell.
+RESULT = fs.Kind("a category result folder of adcore run", "adcore-result")
 
 
 @attrs.define(kw_only=True)
@@ -82,13 +85,31 @@ def open_categories(options: RunOptions) -> list[Category]:
 def run(options: RunOptions, echo=print) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     """Run the detector on every category; returns each category's metrics."""
     make_detector(options)  # validates names and parameters before reading any data
+    fs.check_apart(options.out, [options.data])
+    fs.check_writable(options.out)
     categories = open_categories(options)
+    check_outputs(options, categories)
     results = []
     for category in categories:
         echo(f"[{options.detector}] {category.name}: {len(category.train)} train, "
              f"{len(category.validation)} validation, {len(category.test)} test images")
         results.append(run_category(options, category))
     return results
+
+
+def check_outputs(options: RunOptions, categories: Sequence[Category]) -> None:
+    """Refuse, before any fitting, outputs that overlap the data or would replace what adcore did not write."""
+    fs.check_apart(options.out, [options.data, *(c.root for c in categories)])
+    for category in categories:
+        target, checkpoint = _targets(options, category)
+        fs.check_output(target, RESULT)
+        fs.check_target(checkpoint, checkpoints.KIND)
+
+
+def _targets(options: RunOptions, category: Category) -> tuple[Path, Path]:
+    """A category's result folder and the checkpoint folder of its fit."""
+    target = options.out / options.detector / category.name
+    return target, target.parent / f".{category.name}.checkpoint"
 
 
 def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
@@ -99,8 +120,7 @@ def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
     batch = detector.config.batch_size
     train, calibration, source = split_calibration(category, options.holdout, options.seed)
 
-    target = options.out / options.detector / category.name
-    checkpoint = target.parent / f".{category.name}.checkpoint"
+    target, checkpoint = _targets(options, category)
     started = time.perf_counter()
     log_line(f"{options.detector}/{category.name}: fitting on {len(train)} images")
     with checkpoints.checkpointing(checkpoint, _fingerprint(options, detector, train)) as place:
@@ -112,6 +132,7 @@ def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
     image_threshold = pixel_threshold = None
     if calibration:
         normal = detector.predict(ImageBatches([s.path for s in calibration], size, batch), progress="calibrate")
+        require_finite([s.path for s in calibration], normal)
         image_threshold, pixel_threshold = calibrate(normal.scores, normal.anomaly_maps,
                                                      options.image_quantile, options.pixel_quantile)
 
@@ -119,6 +140,7 @@ def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
     started = time.perf_counter()
     prediction = detector.predict(ImageBatches([s.path for s in test], size, batch), progress="test")
     predict_seconds = time.perf_counter() - started
+    require_finite([s.path for s in test], prediction)
 
     labels = np.array([s.label for s in test])
     masks = load_masks([s.mask_path for s in test], size) if category.has_masks else None
@@ -168,7 +190,7 @@ def _metrics(labels: np.ndarray, masks: np.ndarray | None, prediction: Predictio
     at_threshold = (metrics.threshold_metrics(labels, scores, image_threshold)
                     if image_threshold is not None else {"precision": None, "recall": None, "f1": None})
     has_pixels = masks is not None and masks.any()
-    return {
+    values = {
         "image_auroc": metrics.image_auroc(labels, scores),
         "pixel_auroc": metrics.pixel_auroc(masks, prediction.anomaly_maps) if has_pixels else None,
         "aupro": metrics.aupro(masks, prediction.anomaly_maps) if has_pixels else None,
@@ -178,6 +200,12 @@ def _metrics(labels: np.ndarray, masks: np.ndarray | None, prediction: Predictio
         "image_recall": at_threshold["recall"],
         "image_f1": at_threshold["f1"],
     }
+    return {key: _defined(value) for key, value in values.items()}
+
+
+def _defined(value: Any) -> Any:
+    """None for a metric that is undefined here (NaN or infinite), so metrics.json stays valid JSON."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _write_outputs(folder: Path, detector: Detector, category: Category, result: dict[str, Any],
@@ -193,10 +221,10 @@ def _write_outputs(folder: Path, detector: Detector, category: Category, result:
         "display_range": [vmin, vmax],
         "category": category.name,
     })
-    (folder / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    fs.write_json(folder / "metrics.json", result)
     losses = getattr(detector, "loss_history_", None)
     if losses:
-        (folder / "training_log.json").write_text(json.dumps([float(v) for v in losses]) + "\n")
+        fs.write_json(folder / "training_log.json", [float(v) for v in losses])
     test = list(category.test)
     with open(folder / "predictions.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -214,8 +242,8 @@ def _write_outputs(folder: Path, detector: Detector, category: Category, result:
         visualize.save_roc(folder / "roc_pixel.png", {options.detector: (fpr, tpr, result["pixel_auroc"])},
                            f"{category.name}: pixel ROC")
         # The report overlays every detector's pixel ROC; recomputing it would need all maps again.
-        (folder / "roc_pixel.json").write_text(json.dumps(
-            {"fpr": fpr.round(6).tolist(), "tpr": tpr.round(6).tolist(), "auroc": result["pixel_auroc"]}))
+        fs.write_json(folder / "roc_pixel.json",
+                      {"fpr": fpr.round(6).tolist(), "tpr": tpr.round(6).tolist(), "auroc": result["pixel_auroc"]})
     if options.panels:
         _write_panels(folder / "panels", category, prediction, masks, result, vmin, vmax, options)
 
@@ -251,25 +279,9 @@ def _relative(path: Path, root: Path) -> str:
         return path.name
 
 
-def _write_atomically(target: Path, write) -> None:  # type: ignore[no-untyped-def]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial.", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_if_empty(target.parent)
-        raise
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
+def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Publish a category's result folder built by ``write(folder)``; only an earlier result is replaced."""
+    fs.replace_folder(target, write, RESULT)
 
 
 def reset_peak_rss() -> None:

@@ -10,7 +10,9 @@ import click
 @click.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", default=Path("predictions"), show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", default=Path("predictions"), show_default=True, type=click.Path(path_type=Path),
+              help="Results folder: new, empty, or an earlier prediction (replaced atomically); never an input, "
+                   "never a folder adcore did not write.")
 def predict(model_dir: Path, inputs: tuple[Path, ...], out: Path) -> None:
     """Score images (files or folders) with the model in MODEL_DIR (a run's category folder or its model/)."""
     from adcore.predicting import predict_files
