@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from adcore.data import synthetic
-from adcore.errors import ConfigError
+from adcore.errors import ConfigError, OutputError
 
 SIZE = 64
 COUNTS = {"n_train": 3, "n_test_good": 2, "n_test_defect": 2}
@@ -166,23 +166,16 @@ def test_ensure_generates_once_then_reuses(tmp_path: Path, monkeypatch: pytest.M
     assert calls == [(expected, 5)]
 
 
-def test_ensure_reuses_complete_folder_and_regenerates_incomplete(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+def test_ensure_reuses_a_complete_folder_and_never_replaces_a_foreign_one(tmp_path: Path):
     complete = _generate(tmp_path / "complete")
     before = _files(complete)
     assert synthetic.ensure(0, root=complete) == complete
     assert _files(complete) == before
 
-    partial = tmp_path / "partial"
-    (partial / "brushed_metal").mkdir(parents=True)  # no marker: an unfinished copy
-    calls: list[Path] = []
-    original = synthetic.generate
-
-    def small_generate(root: Path, *, seed: int = 0) -> Path:
-        calls.append(root)
-        return original(root, seed=seed, size=SIZE, **COUNTS)
-
-    monkeypatch.setattr(synthetic, "generate", small_generate)
-    assert synthetic.ensure(0, root=partial) == partial
-    assert calls == [partial] and (partial / ".complete").is_file()
+    foreign = tmp_path / "foreign"
+    (foreign / "brushed_metal").mkdir(parents=True)
+    (foreign / "brushed_metal" / "keep.txt").write_text("user data")
+    with pytest.raises(OutputError, match="not written by adcore"):
+        synthetic.generate(foreign, seed=0, size=SIZE, **COUNTS)
+    assert (foreign / "brushed_metal" / "keep.txt").read_text() == "user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["complete", "foreign"]  # no staging left

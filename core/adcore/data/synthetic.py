@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter, map_coordinates, uniform_filter1d
 
+from adcore import fs
 from adcore.errors import ConfigError
 
 CATEGORIES: tuple[str, ...] = ("brushed_metal", "woven_fabric", "machined_part")
@@ -38,6 +37,9 @@ DEFECTS: tuple[str, ...] = ("scratch", "crack", "spot", "missing")
 
 _VERSION = "v1"
 _MARKER = ".complete"
+#: A generated tree is recognised by its completion marker, so only such a tree is ever replaced.
+_KIND = fs.Kind("a synthetic data set", "adcore-synthetic", identity=_MARKER,
+                recognise=lambda folder: (folder / _MARKER).is_file())
 _AREA_RANGE = (0.002, 0.05)  # accepted fraction of the image a defect may change
 _MAX_TRIES = 200
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -131,18 +133,15 @@ def generate(
     """
     _check_args(categories, seed, size, (n_train, n_test_good, n_test_defect))
     root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+
+    def write(folder: Path) -> None:
         for category in categories:
-            _write_category(tmp / category, category, seed, size, n_train, n_test_good, n_test_defect)
+            _write_category(folder / category, category, seed, size, n_train, n_test_good, n_test_defect)
         params = {"version": _VERSION, "seed": seed, "size": size, "categories": list(categories),
                   "n_train": n_train, "n_test_good": n_test_good, "n_test_defect": n_test_defect}
-        (tmp / _MARKER).write_text(json.dumps(params, indent=1) + "\n")
-        _publish(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (folder / _MARKER).write_text(json.dumps(params, indent=1) + "\n")
+
+    fs.replace_folder(root, write, _KIND)
     return root
 
 
@@ -174,17 +173,6 @@ def _write_category(
             _, image, mask = _sample(category, defect, _rng(seed, category, f"test/{defect}", i), size)
             _save(image, folder / "test" / defect / f"{i:03d}.png")
             _save(mask, folder / "ground_truth" / defect / f"{i:03d}_mask.png")
-
-
-def _publish(tmp: Path, root: Path) -> None:
-    """Move the finished tree ``tmp`` to ``root``, replacing an old one."""
-    if not root.exists():
-        os.replace(tmp, root)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-    os.replace(root, old / root.name)
-    os.replace(tmp, root)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _rng(seed: int, category: str, split: str, index: int) -> np.random.Generator:
