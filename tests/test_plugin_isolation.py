@@ -216,3 +216,16 @@ def test_unreadable_entry_points_file_is_that_plugins_error(tmp_path):
     infos = {info["distribution"]: info for info in json.loads(result.stdout)}
     assert infos["garbled"]["error"].startswith("entry_points.txt: ")
     assert {name for info in infos.values() for name in info["provides"].get("detector", [])} >= REAL_DETECTORS
+
+
+def test_a_detector_whose_constructor_raises_is_one_line_naming_the_plugin(monkeypatch):
+    from adcore.errors import PluginError
+    from adcore.runner import RunOptions, make_detector
+    from adcore_plugin_padim.detector import PaDiM
+
+    def broken(self, *args, **kwargs):
+        raise ZeroDivisionError("plugin bug")
+
+    monkeypatch.setattr(PaDiM, "__init__", broken)
+    with pytest.raises(PluginError, match=r"detector 'padim' of .*padim.* failed to build: ZeroDivisionError"):
+        make_detector(RunOptions(detector="padim"))

@@ -26,7 +26,7 @@ from adcore.config import as_json_dict, parse_assignments
 from adcore.data import Category
 from adcore.data.loading import ImageBatches, load_images, load_masks
 from adcore.detector import Detector, Prediction
-from adcore.errors import ConfigError
+from adcore.errors import AdcoreError, ConfigError, PluginError
 from adcore.plugins import get_registry
 from adcore.predicting import require_finite
 from adcore.progress import bar, log_line
@@ -72,7 +72,14 @@ def make_detector(options: RunOptions) -> Detector:
             raise ConfigError(f"detector '{options.detector}' does not use a backbone; drop --backbone")
         get_registry().get("backbone", options.backbone)  # unknown names fail before any work
         params["backbone"] = options.backbone
-    return detector_cls(**params)
+    try:
+        return detector_cls(**params)
+    except AdcoreError:
+        raise
+    except Exception as exc:  # a plugin's own bug: name the plugin on one line, not a traceback
+        entry = get_registry().get("detector", options.detector)
+        raise PluginError(f"detector '{options.detector}' of {entry.plugin} failed to build: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def open_categories(options: RunOptions) -> list[Category]:
