@@ -70,7 +70,7 @@ class SimpleNetConfig(BackboneConfig):
     patch_size: int = attrs.field(default=3, validator=positive_int)
     pretrain_embed_dimension: int = attrs.field(default=1536, validator=positive_int)
     target_embed_dimension: int = attrs.field(default=1536, validator=positive_int)
-    noise_std: float = attrs.field(default=0.015, validator=in_range(0, low_open=True))
+    noise_std: float = attrs.field(default=0.3, validator=in_range(0, low_open=True))
     dsc_hidden: int = attrs.field(default=1024, validator=positive_int)
     dsc_margin: float = attrs.field(default=0.5, validator=in_range(0))
     adaptor_lr: float = attrs.field(default=1e-4, validator=in_range(0, low_open=True))
