@@ -31,3 +31,5 @@ def test_the_plugin_guide_example_detector_works(tmp_path):
     prediction = detector.predict(torch.rand(2, 3, 64, 64), progress=None)
     assert prediction.scores.shape == (2,) and prediction.anomaly_maps.shape == (2, 64, 64)
     assert set(detector._get_state()) == {"mean"}
+    spec = detector._state_spec()["mean"]
+    assert spec.shape[0] == detector._get_state()["mean"].shape[0] and spec.dtype == torch.float32
