@@ -66,3 +66,10 @@ def test_declared_level_signs_match_the_features(create, weights):
     features = backbone(torch.rand(2, 3, 64, 64))
     for level, feature in zip(backbone.levels, features):
         assert level.non_negative == bool(feature.min() >= 0), level.name
+
+
+def test_random_backbone_weights_are_the_same_in_every_build():
+    first = timm_backbones.create_efficientnet_lite0((8,), timm_backbones.RANDOM)
+    torch.manual_seed(123)  # the caller's generator state must not matter
+    second = timm_backbones.create_efficientnet_lite0((8,), timm_backbones.RANDOM)
+    assert torch.equal(first.body.conv_stem.weight, second.body.conv_stem.weight)

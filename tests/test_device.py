@@ -39,3 +39,26 @@ def test_gpu_scores_match_cpu(name):
     scale = float(np.abs(cpu.scores).max())
     np.testing.assert_allclose(gpu.scores, cpu.scores, rtol=rtol, atol=rtol * scale)
     assert gpu.anomaly_maps.shape == cpu.anomaly_maps.shape
+
+
+def test_a_model_trained_on_a_gpu_predicts_on_the_cpu(tmp_path):
+    """Where a model runs is not part of what it learnt: --device replaces the saved device."""
+    import json
+
+    from adcore.detector import load_model
+    from adcore.errors import ModelFileError
+
+    cls = get_registry().load_object("detector", "padim")
+    train, test, _, _ = conformance_data()
+    fitted = cls(n_features=20).fit(train)  # the packaged ImageNet weights: random ones are not saved
+    folder = fitted.save(tmp_path / "model")
+    document = json.loads((folder / "config.json").read_text())
+    document["config"]["device"] = "cuda:0"
+    (folder / "config.json").write_text(json.dumps(document))
+    loaded, _ = load_model(folder, device="cpu")
+    np.testing.assert_allclose(loaded.predict(test, progress=None).scores,
+                               fitted.predict(test, progress=None).scores, rtol=1e-6)
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelFileError, match="device"):
+            load_model(folder)
+

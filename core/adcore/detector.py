@@ -221,15 +221,16 @@ class Detector(abc.ABC):
                                  f"images before {action}().")
 
 
-def load_model(folder: str | Path) -> tuple[Detector, dict[str, Any]]:
-    """Load any saved detector through the registry; returns it and its metadata.
+def load_model(folder: str | Path, device: str | None = None) -> tuple[Detector, dict[str, Any]]:
+    """Load any saved detector through the registry (onto ``device``, else the saved one); returns it and its
+    metadata.
 
     ``config.json`` and every tensor are checked first (see :mod:`adcore.modelfile`):
     a damaged, foreign or newer model is one ModelFileError naming the file.
     """
     from adcore.modelfile import open_model
 
-    detector, tensors, model_metadata = open_model(Path(folder))
+    detector, tensors, model_metadata = open_model(Path(folder), device)
     history = tensors.pop(LOSS_HISTORY, None)
     detector._set_state(tensors)
     detector.loss_history_ = [] if history is None else [float(v) for v in history]

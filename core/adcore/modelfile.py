@@ -62,11 +62,14 @@ def module_specs(modules: Mapping[str, nn.Module]) -> dict[str, TensorSpec]:
             for prefix, module in modules.items() for key, value in module.state_dict().items()}
 
 
-def open_model(folder: Path) -> tuple[Detector, dict[str, torch.Tensor], dict[str, Any]]:
-    """Read and check a model folder: the configured detector (state not set), its tensors and metadata."""
+def open_model(folder: Path, device: str | None = None) -> tuple[Detector, dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and check a model folder: the configured detector (state not set), its tensors and metadata.
+
+    ``device`` replaces the saved one: where a model runs is not part of what it learnt.
+    """
     config_path = folder / CONFIG_FILE
     document = _read_document(folder, config_path)
-    detector = _build_detector(document, config_path)
+    detector = _build_detector(document, config_path, device)
     _check_metadata(document["metadata"], config_path)
     tensors_path = folder / TENSORS_FILE
     tensors = _read_tensors(tensors_path)
@@ -118,7 +121,7 @@ def _check_version(version: str, path: Path) -> None:
                              f"{__version__}; upgrade adcore to read it")
 
 
-def _build_detector(document: dict[str, Any], path: Path) -> Detector:
+def _build_detector(document: dict[str, Any], path: Path, device: str | None = None) -> Detector:
     """The registered detector class, built from ``config`` checked field by field."""
     from adcore.plugins import get_registry
 
@@ -130,6 +133,8 @@ def _build_detector(document: dict[str, Any], path: Path) -> Detector:
                              f"{document['plugin_version']}, which is not available ({exc})") from None
     values = document["config"]
     _check_config_fields(detector_cls, values, path)
+    if device is not None:
+        values = {**values, "device": device}
     try:
         return detector_cls(from_json_dict(detector_cls.Config, values))
     except AdcoreError as exc:  # attrs validators and the detector's own checks raise ConfigError

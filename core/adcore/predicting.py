@@ -46,14 +46,15 @@ def collect_images(inputs: Sequence[Path]) -> list[Path]:
     return images
 
 
-def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path) -> list[dict[str, Any]]:
+def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path,
+                  device: str | None = None) -> list[dict[str, Any]]:
     """Predict every input image and write heat maps, masks, CSV and JSON under ``out``.
 
     ``out`` is checked before the model is read: it must not be or overlap an
     input, and may hold only an earlier prediction, which is replaced atomically.
     """
     fs.check_output(out, PREDICTIONS, inputs=[model_dir, *inputs])
-    detector, meta = load_model(find_model(model_dir))
+    detector, meta = load_model(find_model(model_dir), device)
     paths = collect_images(inputs)
     sizes = [image_size(p) for p in paths]  # checks every file before any work
     size = int(meta.get("image_size", 256))

@@ -63,8 +63,12 @@ def _create(name: str, arch: str, strides: Sequence[int], weights: str | None,
     out_indices = tuple(int(math.log2(s)) - 1 for s in strides)
     overlay = _hub_weights(arch, name) if weights is None and package is None else None
     try:
-        body = timm.create_model(arch, pretrained=overlay is not None, features_only=True,
-                                 out_indices=out_indices, pretrained_cfg_overlay=overlay or {})
+        # Seeded initialisation: "random" weights are the same in every process, so a model fitted
+        # on them predicts the same after it is saved and loaded (they are not stored in the model).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            body = timm.create_model(arch, pretrained=overlay is not None, features_only=True,
+                                     out_indices=out_indices, pretrained_cfg_overlay=overlay or {})
     except Exception as exc:
         raise WeightsError(f"cannot load the ImageNet weights of backbone '{name}' ({type(exc).__name__}: "
                            f"{exc}); pass --backbone-weights FILE") from exc

@@ -13,10 +13,13 @@ import click
 @click.option("--out", default=Path("predictions"), show_default=True, type=click.Path(path_type=Path),
               help="Results folder: new, empty, or an earlier prediction (replaced atomically); never an input, "
                    "never a folder adcore did not write.")
-def predict(model_dir: Path, inputs: tuple[Path, ...], out: Path) -> None:
+@click.option("--device", default="auto", show_default=True, metavar="cpu|cuda[:N]|mps|auto",
+              help="Device to predict on, whatever the model was trained on (auto: a GPU when there is one).")
+def predict(model_dir: Path, inputs: tuple[Path, ...], out: Path, device: str) -> None:
     """Score images (files or folders) with the model in MODEL_DIR (a run's category folder or its model/)."""
+    from adcore.config import resolve_device
     from adcore.predicting import predict_files
 
-    rows = predict_files(model_dir, inputs, out)
+    rows = predict_files(model_dir, inputs, out, resolve_device(device))
     flagged = sum(1 for row in rows if row["anomalous"])
     click.echo(f"{len(rows)} images, {flagged} anomalous; heat maps, masks and predictions.csv in {out}/")
