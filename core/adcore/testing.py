@@ -180,13 +180,28 @@ def check_defects_score_higher(factory: Factory, min_auroc: float = 0.7,
     assert pixel is not None and pixel >= min_auroc, f"pixel AUROC {pixel} < {min_auroc} on planted defects"
 
 
+def check_defaults_rank_defects_higher(factory: Factory, min_auroc: float = 0.5) -> None:
+    """At its default schedule (no quick-test settings), a trained detector scores planted
+    defects above normal images: the bar a student that cannot match its teacher fails."""
+    from adcore import metrics
+
+    train, test, labels, _ = _data()
+    defaults = type(factory())(seed=0)
+    scores = defaults.fit(train).predict(test, progress=None).scores
+    image = metrics.image_auroc(labels, scores)
+    assert image is not None and image >= min_auroc, (
+        f"at the default schedule normal images outscore planted defects: image AUROC {image:.3f} < {min_auroc} "
+        f"(normal mean {scores[labels == 0].mean():.4g}, defect mean {scores[labels == 1].mean():.4g})")
+
+
 CHECKS = (check_unknown_parameter, check_predict_before_fit, check_empty_training_set, check_fit_returns_self,
           check_output_shapes_and_dtypes, check_batch_size_one, check_non_square_input,
           check_deterministic_by_seed, check_save_load_roundtrip, check_defects_score_higher)
 
 
 def detector_checks(factory: Factory, min_auroc: float = 0.7, min_image_auroc: float | None = None,
-                    defect_overrides: dict[str, object] | None = None) -> Iterator[Callable[[], None]]:
+                    defect_overrides: dict[str, object] | None = None,
+                    min_default_auroc: float = 0.5) -> Iterator[Callable[[], None]]:
     """Yield every check bound to ``factory``, each named after its check.
 
     Args:
@@ -196,21 +211,30 @@ def detector_checks(factory: Factory, min_auroc: float = 0.7, min_image_auroc: f
             cannot see defects at the kit's 64 px (say why where you lower it).
         defect_overrides: parameters for the planted-defect check only, e.g. a longer
             schedule for a method that needs more steps than the other checks.
+        min_default_auroc: the bar of the default-schedule check, which detectors tagged
+            ``trainable`` also get (say why where you lower it).
     """
-    for check in CHECKS:
-        bound = (functools.partial(check, factory, min_auroc, min_image_auroc, defect_overrides)
-                 if check is check_defects_score_higher else functools.partial(check, factory))
+    checks: list[Callable[..., None]] = list(CHECKS)
+    if factory().tags.get("trainable"):
+        checks.append(check_defaults_rank_defects_higher)
+    for check in checks:
+        if check is check_defects_score_higher:
+            bound = functools.partial(check, factory, min_auroc, min_image_auroc, defect_overrides)
+        elif check is check_defaults_rank_defects_higher:
+            bound = functools.partial(check, factory, min_default_auroc)
+        else:
+            bound = functools.partial(check, factory)
         functools.update_wrapper(bound, check)
         yield bound
 
 
 def parametrize_with_checks(factory: Factory, min_auroc: float = 0.7,  # type: ignore[no-untyped-def]
                             min_image_auroc: float | None = None,
-                            defect_overrides: dict[str, object] | None = None):
+                            defect_overrides: dict[str, object] | None = None, min_default_auroc: float = 0.5):
     """A pytest parametrize decorator over :func:`detector_checks`, ids = check names."""
     import pytest
 
-    checks = list(detector_checks(factory, min_auroc, min_image_auroc, defect_overrides))
+    checks = list(detector_checks(factory, min_auroc, min_image_auroc, defect_overrides, min_default_auroc))
     return pytest.mark.parametrize("check", checks, ids=[c.__name__ for c in checks])
 
 
