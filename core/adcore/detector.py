@@ -243,7 +243,9 @@ def _as_batches(images: Images, batch_size: int) -> tuple[Iterable[torch.Tensor]
         if images.ndim != 4 or images.shape[1] != 3:
             raise DataError(f"images must have shape (N, 3, H, W); got {tuple(images.shape)}")
         return images.split(batch_size), images.shape[0]
-    if hasattr(images, "__len__"):
+    if isinstance(images, (list, tuple)):  # a list of batches: its len() counts batches, not images
+        return images, sum(len(b) for b in images)
+    if hasattr(images, "__len__"):  # a re-iterable image source (ImageBatches) counts its images
         return images, len(images)  # type: ignore[arg-type]
     materialised = list(images)
     return materialised, sum(len(b) for b in materialised)
