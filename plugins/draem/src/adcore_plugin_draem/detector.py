@@ -87,7 +87,7 @@ class DRAEMConfig(DetectorConfig):
     batch_size: int = attrs.field(default=8, validator=positive_int)
     base_width: int = attrs.field(default=16, validator=positive_int)
     disc_base_width: int = attrs.field(default=16, validator=positive_int)
-    epochs: int = attrs.field(default=20, validator=positive_int)
+    epochs: int = attrs.field(default=10, validator=positive_int)
     train_batch_size: int = attrs.field(default=8, validator=positive_int)
     lr: float = attrs.field(default=1e-4, validator=in_range(0, low_open=True))
     focal_gamma: float = attrs.field(default=2.0, validator=in_range(0))
