@@ -16,11 +16,9 @@ QUICK = {"epochs": 10, "base_width": 4, "disc_base_width": 8, "train_batch_size"
          "anomaly_prob": 1.0, "n_textures": 8, "score_filter": 9}
 
 
-# The default-schedule check trains DRAEM's defaults on the kit's 16 images of 64 px: 20 epochs are
-# 40 steps at lr 1e-4 and the 21-px score filter spans a third of the image. Measured: image AUROC
-# 0.375 (normal max 0.389, defect min 0.387: the anomaly channel is still nearly flat), so its bar
-# is 0.3, which still fails a detector whose normal images clearly outscore its defects.
+# The default-schedule check (the kit's 16 images of 64 px at DRAEM's defaults: 10 epochs, 20
+# steps) measured image AUROC 0.708, above the kit's bar of 0.5.
 @parametrize_with_checks(lambda **kw: DRAEM(**{**QUICK, **kw}), min_auroc=0.6,
-                         defect_overrides={"epochs": 40}, min_default_auroc=0.3)
+                         defect_overrides={"epochs": 40})
 def test_conformance(check):
     check()
