@@ -5,28 +5,35 @@ linear map, start every point's distance at its mean distance to a few random
 points, then repeatedly pick the point farthest from the selection and lower
 every point's distance with one new distance row.
 
-This is that algorithm, exactly (same picks up to float rounding), but each
-new row is computed only where it can change something. Every point keeps the
-selected centre it was last measured against, ``a(x)``, and that distance
-``D(x)``. By the triangle inequality a new centre ``c`` can only lower
-``mind(x)`` when ``|a(x) - c| < D(x) + mind(x)``; the distances from ``c`` to
-the earlier centres are one small product, so the test costs a gather per
-point instead of a 128-dimensional distance. After the first few hundred picks
-a pick measures a few per cent of the points (while most points are in reach, a plain full pass
-is used). Buffers are allocated up front:
-memory does not grow with the number of picks.
+This module picks exactly the same points, in rounds. A round takes the
+``T`` points farthest from the selection as candidates; every other point's
+distance is at most the (T+1)-th largest, ``τ``, and distances only shrink. Inside
+the round the greedy loop runs on the candidates alone (T-long rows), and a
+candidate whose updated distance is still at least ``τ`` is the global farthest point,
+so it is the plain loop's next pick. When none is, one matrix product of all
+points against the round's picks updates every distance. Many picks share one
+pass over the N points, and that pass is a matrix product instead of a
+matrix-vector product per pick.
+
+For banks above ``exact_limit`` points the selection runs on contiguous shards
+of at most that many points (a composable coreset: each shard keeps the same
+share), so the cost grows as N × (shard picks) rather than N × picks.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from adcore.progress import bar
 
-_DENSE_SHARE = 0.2  # above this share of candidate points a full pass is cheaper than gathering them
-_RECHECK_EVERY = 8  # while passes are dense, test for pruning only every few picks
+__all__ = ["random_projection", "greedy_coreset", "sharded_coreset"]
+
+_CANDIDATES = 2048  # points examined per round (T)
+_BLOCK_BYTES = 64 * 2**20  # bound on one (points, picks) distance block
+
 
 def random_projection(features: torch.Tensor, dim: int, generator: torch.Generator) -> torch.Tensor:
     """Project (N, D) to (N, dim) with a Gaussian random map (identity when D <= dim)."""
@@ -59,54 +66,71 @@ def greedy_coreset(features: torch.Tensor, ratio: float, projection_dim: int = 1
     z = random_projection(features.float(), projection_dim, generator).contiguous()
     z_sq = (z * z).sum(1)
     starts = torch.randperm(n, generator=generator)[: min(start_points, n)]
-    mind = torch.zeros(n)
-    for s in starts:  # a handful of rows: the official initialisation
-        mind += _distances(z, z_sq, z[s], z_sq[s])
-    mind /= len(starts)  # distances (not squared) throughout
-
-    nearest = torch.zeros(n, dtype=torch.long)  # a(x): index (in pick order) of the centre measured
-    measured = torch.full((n,), float("inf"))  # D(x): distance to that centre
-    slack = torch.empty(n)  # D(x) + mind(x): how far a new centre may lie from a(x) and still matter
-    centres = torch.empty(count, z.shape[1])
-    centres_sq = torch.empty(count)
+    mind = _distances(z, z_sq, z[starts], z_sq[starts]).mean(1)  # the official initialisation
     selected = torch.empty(count, dtype=torch.long)
-    recheck_at = 0
+    filled = 0
     with bar(total=count, desc="coreset", unit="pick", enabled=progress) as progress_bar:
-        for i in range(count):
-            pick = int(mind.argmax())
-            selected[i] = pick
-            centre, centre_sq = z[pick], z_sq[pick]
-            centres[i], centres_sq[i] = centre, centre_sq
-            candidate = None
-            if i > 0 and i >= recheck_at:
-                reach = _distances(centres[:i], centres_sq[:i], centre, centre_sq)
-                candidate = reach[nearest] < slack
-                if int(candidate.sum()) > n * _DENSE_SHARE:
-                    candidate = None
-                    recheck_at = i + _RECHECK_EVERY  # most points in reach: the test would be wasted
-            if candidate is None:
-                # Early picks reach most points: one streaming pass beats gathering them.
-                dist = _distances(z, z_sq, centre, centre_sq)
-                nearest.masked_fill_(dist < measured, i)
-                torch.minimum(measured, dist, out=measured)
-                torch.minimum(mind, dist, out=mind)
-                mind[pick] = 0.0
-                torch.add(measured, mind, out=slack)
-            else:
-                idx = candidate.nonzero().squeeze(1)
-                dist = _distances(z[idx], z_sq[idx], centre, centre_sq)
-                closer = dist < measured[idx]
-                moved = idx[closer]
-                nearest[moved] = i
-                measured[moved] = dist[closer]
-                mind[idx] = torch.minimum(mind[idx], dist)
-                mind[pick] = 0.0
-                slack[idx] = measured[idx] + mind[idx]
-            progress_bar.update(1)
+        while filled < count:
+            picks = _round(z, z_sq, mind, count - filled)
+            selected[filled: filled + len(picks)] = picks
+            filled += len(picks)
+            _lower(mind, z, z_sq, picks)
+            progress_bar.update(len(picks))
     return selected
 
 
-def _distances(points: torch.Tensor, points_sq: torch.Tensor, centre: torch.Tensor,
-               centre_sq: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances of (M, d) points to one centre, from precomputed squared norms."""
-    return (points_sq - 2.0 * (points @ centre) + centre_sq).clamp_min_(0).sqrt_()
+def sharded_coreset(read_shard: Callable[[int, int], torch.Tensor], n: int, ratio: float, exact_limit: int,
+                    projection_dim: int = 128, start_points: int = 10, seed: int = 0,
+                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy coreset of N points read as contiguous shards of at most ``exact_limit`` rows.
+
+    ``read_shard(lo, hi)`` returns rows [lo, hi) (from memory or from disk); every
+    shard keeps ``ratio`` of its rows. A single shard is :func:`greedy_coreset` itself.
+
+    Returns:
+        the selected indices (K,) and their rows (K, D), read while each shard is loaded.
+    """
+    shards = max(1, math.ceil(n / exact_limit))
+    edges = [round(i * n / shards) for i in range(shards + 1)]
+    indices, rows = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        shard = read_shard(lo, hi)
+        picks = greedy_coreset(shard, ratio, projection_dim, start_points, seed, progress)
+        indices.append(picks + lo)
+        rows.append(shard[picks].float())
+    return torch.cat(indices), torch.cat(rows).contiguous()
+
+
+def _round(z: torch.Tensor, z_sq: torch.Tensor, mind: torch.Tensor, budget: int) -> torch.Tensor:
+    """The plain loop's next picks (at least one) that the round's candidates can certify."""
+    size = min(_CANDIDATES, z.shape[0] - 1)
+    top, candidates = mind.topk(size + 1)
+    ceiling = float(top[size])  # no other point is farther from the selection than this
+    local = top[:size].clone()
+    cz, cz_sq = z[candidates[:size]], z_sq[candidates[:size]]
+    chosen: list[int] = []
+    while len(chosen) < budget:
+        j = int(local.argmax())
+        if chosen and float(local[j]) < ceiling:
+            break
+        chosen.append(j)
+        torch.minimum(local, _distances(cz, cz_sq, cz[j: j + 1], cz_sq[j: j + 1])[:, 0], out=local)
+        local[j] = -1.0  # picked
+    return candidates[torch.tensor(chosen)]
+
+
+def _lower(mind: torch.Tensor, z: torch.Tensor, z_sq: torch.Tensor, picks: torch.Tensor) -> None:
+    """mind = min(mind, distance to any of ``picks``), in bounded blocks."""
+    rows = max(1, _BLOCK_BYTES // (4 * len(picks)))
+    pz, pz_sq = z[picks], z_sq[picks]
+    for lo in range(0, z.shape[0], rows):
+        block = _distances(z[lo: lo + rows], z_sq[lo: lo + rows], pz, pz_sq)
+        torch.minimum(mind[lo: lo + rows], block.min(1).values, out=mind[lo: lo + rows])
+    mind[picks] = 0.0
+
+
+def _distances(points: torch.Tensor, points_sq: torch.Tensor, centres: torch.Tensor,
+               centres_sq: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (M, C) of points to centres, from precomputed squared norms."""
+    block = torch.addmm(centres_sq.unsqueeze(0), points, centres.t(), alpha=-2.0)
+    return block.add_(points_sq.unsqueeze(1)).clamp_min_(0).sqrt_()

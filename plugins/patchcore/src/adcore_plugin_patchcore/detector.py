@@ -8,18 +8,25 @@ distances as anomaly scores. Follows the paper and the official code
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import attrs
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adcore.config import in_range, positive_int, strides
+from adcore.config import in_range, one_of, positive_int, strides
 from adcore.features import BackboneConfig, BackboneDetector, resize_to
 from adcore.modelfile import TensorSpec
-from adcore.ops import gaussian_blur, nearest_neighbours, squared_norms, upsample_maps
+from adcore.neighbors import INDEX_KINDS, build_index
+from adcore.ops import gaussian_blur, upsample_maps
 from adcore.progress import track_batches
-from adcore_plugin_patchcore.coreset import greedy_coreset
+from adcore_plugin_patchcore.coreset import sharded_coreset
+
+Reader = Callable[[int, int], torch.Tensor]
 
 
 @attrs.define(kw_only=True)
@@ -39,6 +46,12 @@ class PatchCoreConfig(BackboneConfig):
         coreset_start_points: random points initialising the greedy selection (official: 10).
         num_neighbors: b, bank neighbours in the image-score re-weighting (paper: 9).
         sigma: Gaussian smoothing of the anomaly map, in pixels (paper: 4).
+        index: nearest-neighbour search, "exact" (default), "clustered" (exact, pruned)
+            or faiss's approximate "ivf" / "hnsw" (``pip install adcore[ann]``).
+        coreset_exact_limit: banks up to this many patches get the exact greedy
+            coreset; larger ones are cut into shards of at most this size.
+        memory_budget_mb: training patch features above this size are streamed to a
+            temporary file (always removed) instead of being held in memory.
     """
 
     layers: tuple[int, ...] = attrs.field(default=(8, 16), validator=strides())
@@ -50,6 +63,9 @@ class PatchCoreConfig(BackboneConfig):
     coreset_start_points: int = attrs.field(default=10, validator=positive_int)
     num_neighbors: int = attrs.field(default=9, validator=positive_int)
     sigma: float = attrs.field(default=4.0, validator=in_range(0))
+    index: str = attrs.field(default="exact", validator=one_of(*INDEX_KINDS))
+    coreset_exact_limit: int = attrs.field(default=500_000, validator=positive_int)
+    memory_budget_mb: int = attrs.field(default=2048, validator=positive_int)
 
 
 class PatchCore(BackboneDetector):
@@ -97,25 +113,39 @@ class PatchCore(BackboneDetector):
 
     # -- estimator API ---------------------------------------------------
     def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
-        bank: torch.Tensor | None = None
-        filled = 0
-        for batch in track_batches(batches, count, "patchcore features"):
-            embedding, grid = self.embed(batch)
-            if bank is None:
-                bank = torch.empty(count * grid[0] * grid[1], embedding.shape[1])
-            bank[filled: filled + embedding.shape[0]] = embedding
-            filled += embedding.shape[0]
-        assert bank is not None
-        bank = bank[:filled]
         c = self.config
-        keep = greedy_coreset(bank, c.coreset_ratio, c.coreset_projection_dim, c.coreset_start_points, c.seed)
-        self.memory_bank_ = bank[keep].contiguous()
-        self._bank_sq = squared_norms(self.memory_bank_)
+        with self._stored_features(batches, count) as (read, total):
+            _, self.memory_bank_ = sharded_coreset(read, total, c.coreset_ratio, c.coreset_exact_limit,
+                                                   c.coreset_projection_dim, c.coreset_start_points, c.seed)
+        self._index = build_index(self.memory_bank_, c.index, c.seed)
+
+    @contextmanager
+    def _stored_features(self, batches: Iterable[torch.Tensor], count: int) -> Iterator[tuple[Reader, int]]:
+        """All training patch features, in memory within the budget, else in a temporary file."""
+        stream = iter(track_batches(batches, count, "patchcore features"))
+        first = next(stream)
+        embedding, grid = self.embed(first)
+        rows = count * grid[0] * grid[1]
+        if rows * embedding.shape[1] * 4 <= self.config.memory_budget_mb * 2**20:
+            bank = torch.empty(rows, embedding.shape[1])
+            filled = _fill(bank, embedding, 0)
+            for batch in stream:
+                filled = _fill(bank, self.embed(batch)[0], filled)
+            yield (lambda lo, hi: bank[lo:hi]), filled
+            return
+        with tempfile.TemporaryDirectory(prefix="patchcore-") as folder:
+            path = Path(folder) / "features.f32"
+            with path.open("wb") as handle:
+                handle.write(embedding.numpy().tobytes())
+                for batch in stream:
+                    handle.write(self.embed(batch)[0].numpy().tobytes())
+            dim = embedding.shape[1]
+            yield _file_reader(path, dim), path.stat().st_size // (4 * dim)
 
     def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding, grid = self.embed(images)
         batch = images.shape[0]
-        distances, locations = nearest_neighbours(embedding, self.memory_bank_, 1, self._bank_sq)
+        distances, locations = self._index.search(embedding, 1)
         patch_scores = distances[:, 0].reshape(batch, -1)
         scores = self._image_scores(embedding.reshape(batch, -1, embedding.shape[1]), patch_scores,
                                     locations[:, 0].reshape(batch, -1))
@@ -131,7 +161,7 @@ class PatchCore(BackboneDetector):
         score = patch_scores[rows, worst]
         test_feature = embedding[rows, worst]  # (B, D)
         nearest = self.memory_bank_[locations[rows, worst]]  # (B, D) m*
-        _, support = nearest_neighbours(nearest, self.memory_bank_, self.config.num_neighbors, self._bank_sq)
+        _, support = self._index.search(nearest, self.config.num_neighbors)
         support_dist = (test_feature.unsqueeze(1) - self.memory_bank_[support]).norm(dim=2)  # (B, b)
         weight = 1.0 - torch.softmax(support_dist, dim=1)[:, 0]
         return weight * score
@@ -146,7 +176,7 @@ class PatchCore(BackboneDetector):
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.memory_bank_ = tensors["memory_bank"].float().contiguous()
-        self._bank_sq = squared_norms(self.memory_bank_)
+        self._index = build_index(self.memory_bank_, self.config.index, self.config.seed)
 
 
 def _pool_channels(features: torch.Tensor, dim: int) -> torch.Tensor:
@@ -154,3 +184,18 @@ def _pool_channels(features: torch.Tensor, dim: int) -> torch.Tensor:
     b, c, h, w = features.shape
     flat = features.permute(0, 2, 3, 1).reshape(b * h * w, 1, c)
     return F.adaptive_avg_pool1d(flat, dim).reshape(b, h, w, dim).permute(0, 3, 1, 2)
+
+
+def _fill(bank: torch.Tensor, embedding: torch.Tensor, filled: int) -> int:
+    """Copy one batch's patch features into the preallocated bank; the new fill level."""
+    bank[filled: filled + embedding.shape[0]] = embedding
+    return filled + embedding.shape[0]
+
+
+def _file_reader(path: Path, dim: int) -> Reader:
+    """Rows [lo, hi) of a float32 (N, dim) file, read into memory (no mapping stays resident)."""
+    def read(lo: int, hi: int) -> torch.Tensor:
+        values = np.fromfile(path, dtype=np.float32, count=(hi - lo) * dim, offset=lo * dim * 4)
+        return torch.from_numpy(values.reshape(hi - lo, dim))
+
+    return read

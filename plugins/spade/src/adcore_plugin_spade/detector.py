@@ -26,7 +26,8 @@ from adcore.config import in_range, positive_int, strides
 from adcore.errors import ConfigError, DataError
 from adcore.features import BackboneConfig, BackboneDetector, resize_to
 from adcore.modelfile import TensorSpec
-from adcore.ops import gaussian_blur, nearest_neighbours, squared_norms, upsample_maps
+from adcore.neighbors import ClusteredIndex, ExactIndex, NeighbourIndex, kmeans
+from adcore.ops import gaussian_blur, upsample_maps
 from adcore.progress import track_batches
 
 _STRIDES = (4, 8, 16, 32)
@@ -62,6 +63,9 @@ class SpadeConfig(BackboneConfig):
         sigma: Gaussian smoothing of the anomaly map, in pixels (paper: 4).
         gallery_dtype: storage type of the cached training pyramids, "float16"
             (half the memory; distances are still computed in float32) or "float32".
+        index: pixel-gallery search, "clustered" (exact: k-means cells of the training
+            pixels, cells that cannot hold a nearer feature skipped) or "exact" (brute force).
+        pixel_cells: k-means cells of the training pixels for the clustered search.
     """
 
     layers: tuple[int, ...] = attrs.field(default=(4, 8, 16), validator=strides(_STRIDES))
@@ -70,6 +74,8 @@ class SpadeConfig(BackboneConfig):
     k_pixels: int = attrs.field(default=1, validator=positive_int)
     sigma: float = attrs.field(default=4.0, validator=in_range(0))
     gallery_dtype: str = attrs.field(default="float16", validator=_one_of(tuple(_DTYPES)))
+    index: str = attrs.field(default="clustered", validator=_one_of(("clustered", "exact")))
+    pixel_cells: int = attrs.field(default=512, validator=positive_int)
 
 
 class Spade(BackboneDetector):
@@ -120,25 +126,30 @@ class Spade(BackboneDetector):
         self._prepare()
 
     def _prepare(self) -> None:
-        """Squared norms of every stored gallery feature (float32, from the stored values)."""
-        n, h, w, c = self.pyramid_.shape
-        flat = self.pyramid_.reshape(n, h * w, c)
-        self._image_sq = squared_norms(self.image_features_)
-        self._pyramid_sq = torch.stack([squared_norms(flat[i].float()) for i in range(n)])  # (N, h*w)
+        """The image index and, for the clustered search, every training pixel's k-means cell."""
+        self._images = ExactIndex(self.image_features_)
+        if self.config.index == "clustered":
+            n, h, w, c = self.pyramid_.shape
+            self._centres, labels = kmeans(self.pyramid_.reshape(-1, c), self.config.pixel_cells,
+                                           seed=self.config.seed)
+            self._labels = labels.reshape(n, h * w)
+
+    def _gallery(self, chosen: torch.Tensor) -> NeighbourIndex:
+        """Search structure over every position of the training images ``chosen``."""
+        gallery = self.pyramid_[chosen].reshape(-1, self.pyramid_.shape[-1]).float()
+        if self.config.index == "exact":
+            return ExactIndex(gallery)
+        return ClusteredIndex(gallery, centres=self._centres, labels=self._labels[chosen].reshape(-1))
 
     def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image scores (B,) and raw pixel scores (B, h, w) on the pyramid grid."""
         image, pixels = self.features(images)
-        k = min(self.config.k_images, self.image_features_.shape[0])
-        image_dist, neighbours = nearest_neighbours(image, self.image_features_, k, self._image_sq)
+        image_dist, neighbours = self._images.search(image, self.config.k_images)
         scores = image_dist.mean(dim=1)
         batch, h, w, c = pixels.shape
         maps = torch.empty(batch, h * w, device=pixels.device)
         for b in range(batch):  # one gallery per test image; all its positions at once
-            chosen = neighbours[b]
-            gallery = self.pyramid_[chosen].reshape(-1, c).float()
-            gallery_sq = self._pyramid_sq[chosen].reshape(-1)
-            dist, _ = nearest_neighbours(pixels[b].reshape(h * w, c), gallery, self.config.k_pixels, gallery_sq)
+            dist, _ = self._gallery(neighbours[b]).search(pixels[b].reshape(h * w, c), self.config.k_pixels)
             maps[b] = dist.mean(dim=1)
         return scores, maps.reshape(batch, h, w)
 

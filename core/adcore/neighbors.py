@@ -1,0 +1,261 @@
+"""Nearest-neighbour search for the memory-bank detectors (PatchCore, SPADE).
+
+Three kinds of index share one ``search(queries, k, squared)`` call:
+
+- ``"exact"``: brute force, one matrix product per block. Query and bank
+  blocks are sized so that no distance block exceeds ``chunk_bytes``; the
+  product computes ``|b|²/2 - q·b`` (one pass less than the full expansion) and the
+  chosen neighbours' distances are recomputed directly as ``|q - b|``, so they
+  do not carry the expansion's cancellation error.
+- ``"clustered"``: exact too, with fewer products. The bank is cut into k-means
+  cells; a cell is searched for a query only when a lower bound on its distance (ball
+  radius, and the Voronoi half-space of the query's nearest centre) beats the
+  k-th best distance found so far. Results are the same as ``"exact"``'s.
+- ``"ivf"`` and ``"hnsw"``: faiss's approximate indices (``pip install
+  adcore[ann]``). They can only miss a neighbour, so distances are over-estimates;
+  calibrate thresholds with the same index.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from adcore.errors import ConfigError
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "INDEX_KINDS", "NeighbourIndex", "ExactIndex", "ClusteredIndex",
+           "FaissIndex", "build_index", "kmeans"]
+
+DEFAULT_CHUNK_BYTES = 64 * 2**20  # one float32 distance block; bounds search memory
+INDEX_KINDS = ("exact", "clustered", "ivf", "hnsw")
+_MARGIN = 1e-4  # relative slack on pruning bounds: float rounding must never prune the true neighbour
+
+
+class NeighbourIndex:
+    """Common interface: k nearest bank rows of every query, by Euclidean distance."""
+
+    bank: torch.Tensor
+
+    def search(self, queries: torch.Tensor, k: int = 1,
+               squared: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distances (Q, k) ascending (squared if asked) and bank indices (Q, k)."""
+        k = min(k, self.bank.shape[0])
+        sq, idx = self._search(queries.float().contiguous(), k)
+        return (sq if squared else sq.sqrt()), idx
+
+    def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class ExactIndex(NeighbourIndex):
+    """Brute-force search in bounded blocks of matrix products."""
+
+    def __init__(self, bank: torch.Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.bank = bank.float().contiguous()
+        self.half_sq = 0.5 * (self.bank * self.bank).sum(1)
+        self.chunk_bytes = chunk_bytes
+
+    def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = _blocked_topk(queries, self.bank, self.half_sq, k, self.chunk_bytes)
+        return _refined(queries, self.bank, idx)
+
+
+class ClusteredIndex(NeighbourIndex):
+    """Exact search that skips k-means cells which cannot hold a nearer neighbour.
+
+    Args:
+        bank: (M, D) rows to search.
+        cells: number of k-means cells (default about M / 96, at least 1).
+        centres, labels: a precomputed partition to reuse (SPADE assigns its
+            training pixels once and builds one index per gallery).
+        seed: seeds k-means.
+    """
+
+    def __init__(self, bank: torch.Tensor, cells: int | None = None, centres: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None, seed: int = 0,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        bank = bank.float()
+        if centres is None or labels is None:
+            cells = cells or max(1, bank.shape[0] // 96)
+            centres, labels = kmeans(bank, cells, seed=seed)
+        self.order = labels.argsort(stable=True)
+        self.bank = bank[self.order].contiguous()
+        self.half_sq = 0.5 * (self.bank * self.bank).sum(1)
+        sorted_labels = labels[self.order]
+        counts = torch.bincount(sorted_labels, minlength=centres.shape[0])
+        self.offsets = torch.zeros(centres.shape[0] + 1, dtype=torch.long)
+        self.offsets[1:] = counts.cumsum(0)
+        self.centres = centres.float().contiguous()
+        self.centres_half_sq = 0.5 * (self.centres * self.centres).sum(1)
+        spread = (self.bank - self.centres[sorted_labels]).norm(dim=1)
+        self.radius = torch.zeros(centres.shape[0]).scatter_reduce_(0, sorted_labels, spread, "amax")
+        self.centre_gaps = torch.cdist(self.centres, self.centres)
+        self.chunk_bytes = chunk_bytes
+        self._bounds = list(zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist()))
+
+    def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = max(1, self.chunk_bytes // (4 * 4 * self.centres.shape[0]))  # a few (rows, cells) buffers
+        best = torch.empty(queries.shape[0], k)
+        best_idx = torch.empty(queries.shape[0], k, dtype=torch.long)
+        for start in range(0, queries.shape[0], rows):
+            chunk = queries[start: start + rows]
+            best[start: start + rows], best_idx[start: start + rows] = self._search_chunk(chunk, k)
+        sq, idx = _refined(queries, self.bank, best_idx)
+        return sq, self.order[idx]
+
+    def _search_chunk(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest cell first (a tight k-th distance), then every cell whose bound beats it."""
+        centre_sq = torch.addmm(self.centres_half_sq, queries, self.centres.t(), alpha=-1.0)
+        home = centre_sq.argmin(1)
+        by_home = home.argsort()  # queries sorted by home cell: the first pass reads contiguous slices
+        queries, centre_sq, home = queries[by_home], centre_sq[by_home], home[by_home]
+        q_sq = (queries * queries).sum(1)
+        centre_sq.mul_(2).add_(q_sq.unsqueeze(1)).clamp_min_(0)
+        bound = self._lower_bounds(centre_sq, home)
+        bound[torch.arange(queries.shape[0]), home] = math.inf  # home cells are searched first, once
+        bound = bound.t().contiguous()  # (cells, Q): one row per cell
+        best = torch.full((queries.shape[0], k), math.inf)
+        best_idx = torch.zeros(queries.shape[0], k, dtype=torch.long)
+        starts = torch.zeros(self.centres.shape[0] + 1, dtype=torch.long)
+        starts[1:] = torch.bincount(home, minlength=self.centres.shape[0]).cumsum(0)
+        for cell, (lo, hi) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist())):
+            if hi > lo:
+                self._visit(cell, slice(lo, hi), queries, q_sq, best, best_idx)
+        for cell in range(self.centres.shape[0]):
+            wanted = (bound[cell] < best[:, -1] * (1 + _MARGIN)).nonzero().squeeze(1)
+            if wanted.numel():
+                self._visit(cell, wanted, queries, q_sq, best, best_idx)
+        restore = torch.empty_like(by_home)
+        restore[by_home] = torch.arange(by_home.numel())
+        return best[restore], best_idx[restore]
+
+    def _lower_bounds(self, centre_sq: torch.Tensor, home: torch.Tensor) -> torch.Tensor:
+        """Squared lower bounds (Q, cells) on the distance from each query to any row of a cell."""
+        ball = (centre_sq.sqrt() - self.radius).clamp_min_(0)
+        home_sq = centre_sq.gather(1, home.unsqueeze(1))
+        gap = self.centre_gaps[home].mul_(2).clamp_min_(1e-12)
+        half_space = (centre_sq - home_sq).div_(gap)  # distance to the bisector with the home centre
+        return torch.maximum(ball, half_space).square_()
+
+    def _visit(self, cell: int, rows: torch.Tensor | slice, queries: torch.Tensor, q_sq: torch.Tensor,
+               best: torch.Tensor, best_idx: torch.Tensor) -> None:
+        """Merge one cell's rows into the running k best of the queries ``rows``."""
+        lo, hi = self._bounds[cell]
+        if hi == lo:
+            return
+        block = torch.addmm(self.half_sq[lo:hi], queries[rows], self.bank[lo:hi].t(), alpha=-1.0)
+        if best.shape[1] == 1:
+            value, where = block.min(1, keepdim=True)
+            value.mul_(2).add_(q_sq[rows].unsqueeze(1))  # |q - b|² = 2 (|b|²/2 - q·b) + |q|²
+            closer = value < best[rows]
+            best[rows] = torch.where(closer, value, best[rows])
+            best_idx[rows] = torch.where(closer, where + lo, best_idx[rows])
+            return
+        block.mul_(2).add_(q_sq[rows].unsqueeze(1))
+        merged = torch.cat([best[rows], block], 1)
+        merged_idx = torch.cat([best_idx[rows], torch.arange(lo, hi).expand(block.shape[0], -1)], 1)
+        value, where = merged.topk(best.shape[1], dim=1, largest=False)
+        best[rows] = value
+        best_idx[rows] = merged_idx.gather(1, where)
+
+
+class FaissIndex(NeighbourIndex):
+    """faiss's approximate IVF-Flat or HNSW-Flat index (over-estimates distances it misses)."""
+
+    def __init__(self, bank: torch.Tensor, kind: str, seed: int = 0, nprobe: int = 8, ef_search: int = 64) -> None:
+        faiss = _import_faiss()
+        self.bank = bank.float().contiguous()
+        data = self.bank.numpy()
+        dim = data.shape[1]
+        if kind == "ivf":
+            lists = max(1, min(int(4 * math.sqrt(data.shape[0])), data.shape[0] // 39))
+            self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists)
+            self.index.cp.seed = seed
+            self.index.train(data)
+            self.index.nprobe = min(nprobe, lists)
+        else:
+            self.index = faiss.IndexHNSWFlat(dim, 32)
+            self.index.hnsw.efSearch = ef_search
+        self.index.add(data)
+
+    def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sq, idx = self.index.search(queries.numpy(), k)
+        idx = torch.from_numpy(idx).clamp_min_(0)  # -1 marks a missing neighbour (fewer rows probed than k)
+        return _refined(queries, self.bank, idx)
+
+
+def build_index(bank: torch.Tensor, kind: str = "exact", seed: int = 0) -> NeighbourIndex:
+    """The index of ``kind`` (one of :data:`INDEX_KINDS`) over ``bank``."""
+    if kind == "exact":
+        return ExactIndex(bank)
+    if kind == "clustered":
+        return ClusteredIndex(bank, seed=seed)
+    if kind in ("ivf", "hnsw"):
+        return FaissIndex(bank, kind, seed=seed)
+    raise ConfigError(f"unknown index {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
+
+
+def kmeans(points: torch.Tensor, cells: int, iterations: int = 8, seed: int = 0,
+           sample: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on a sample; centres (cells, D) and every point's nearest centre (N,)."""
+    generator = torch.Generator().manual_seed(seed)
+    cells = min(cells, points.shape[0])
+    train = points[torch.randperm(points.shape[0], generator=generator)[: max(sample, cells)]].float()
+    centres = train[:cells].clone()
+    for _ in range(iterations):
+        labels = _nearest_centre(train, centres)
+        sums = torch.zeros_like(centres).index_add_(0, labels, train)
+        counts = torch.bincount(labels, minlength=cells)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled].unsqueeze(1)
+    return centres, _nearest_centre(points, centres)
+
+
+def _nearest_centre(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Index of each point's nearest centre, in bounded blocks."""
+    half_sq = 0.5 * (centres * centres).sum(1)
+    return _blocked_topk(points, centres, half_sq, 1, DEFAULT_CHUNK_BYTES).squeeze(1)
+
+
+def _blocked_topk(queries: torch.Tensor, bank: torch.Tensor, half_sq: torch.Tensor, k: int,
+                  chunk_bytes: int) -> torch.Tensor:
+    """Indices (Q, k) of the k smallest ``|b|²/2 - q·b``, never holding more than ``chunk_bytes`` of them."""
+    width = max(k, min(bank.shape[0], chunk_bytes // (4 * 256)))  # bank columns per block
+    rows = max(1, chunk_bytes // (4 * width))
+    idx = torch.empty(queries.shape[0], k, dtype=torch.long)
+    for start in range(0, queries.shape[0], rows):
+        q = queries[start: start + rows].float()  # a float16 gallery is converted block by block
+        value = index = None
+        for lo in range(0, bank.shape[0], width):
+            block = torch.addmm(half_sq[lo: lo + width], q, bank[lo: lo + width].t(), alpha=-1.0)
+            v, i = block.topk(k, dim=1, largest=False) if k > 1 else block.min(1, keepdim=True)
+            value, index = _merge(value, index, v, i + lo, k)
+        idx[start: start + rows] = index
+    return idx
+
+
+def _merge(value: torch.Tensor | None, index: torch.Tensor | None, new_value: torch.Tensor,
+           new_index: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k smallest of two (rows, ·) candidate sets."""
+    if value is None or index is None:
+        return new_value, new_index
+    value, index = torch.cat([value, new_value], 1), torch.cat([index, new_index], 1)
+    best, where = value.topk(k, dim=1, largest=False)
+    return best, index.gather(1, where)
+
+
+def _refined(queries: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distances |q - b|² of the chosen rows computed directly, re-sorted ascending."""
+    sq = (queries.unsqueeze(1) - bank[idx]).square_().sum(2)
+    sq, order = sq.sort(dim=1)
+    return sq, idx.gather(1, order)
+
+
+def _import_faiss():  # type: ignore[no-untyped-def]
+    """faiss, or a one-line ConfigError saying how to install it."""
+    try:
+        import faiss
+    except ImportError:
+        raise ConfigError("approximate indices need faiss: pip install adcore[ann]") from None
+    return faiss
