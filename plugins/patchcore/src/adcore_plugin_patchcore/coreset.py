@@ -31,7 +31,7 @@ from adcore.progress import bar
 
 __all__ = ["random_projection", "greedy_coreset", "sharded_coreset"]
 
-_CANDIDATES = 2048  # points examined per round (T)
+_CANDIDATES = 8192  # points examined per round (T)
 _BLOCK_BYTES = 64 * 2**20  # bound on one (points, picks) distance block
 
 
@@ -106,8 +106,19 @@ def _round(z: torch.Tensor, z_sq: torch.Tensor, mind: torch.Tensor, budget: int)
     size = min(_CANDIDATES, z.shape[0] - 1)
     top, candidates = mind.topk(size + 1)
     ceiling = float(top[size])  # no other point is farther from the selection than this
-    local = top[:size].clone()
-    cz, cz_sq = z[candidates[:size]], z_sq[candidates[:size]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny per-pick steps: a thread barrier each would cost more than the work
+    try:
+        chosen = _certified_picks(z[candidates[:size]], z_sq[candidates[:size]], top[:size].clone(), ceiling,
+                                  budget)
+    finally:
+        torch.set_num_threads(threads)
+    return candidates[chosen]
+
+
+def _certified_picks(cz: torch.Tensor, cz_sq: torch.Tensor, local: torch.Tensor, ceiling: float,
+                     budget: int) -> torch.Tensor:
+    """Greedy picks among the candidates while the farthest one stays at or above ``ceiling``."""
     chosen: list[int] = []
     while len(chosen) < budget:
         j = int(local.argmax())
@@ -116,7 +127,7 @@ def _round(z: torch.Tensor, z_sq: torch.Tensor, mind: torch.Tensor, budget: int)
         chosen.append(j)
         torch.minimum(local, _distances(cz, cz_sq, cz[j: j + 1], cz_sq[j: j + 1])[:, 0], out=local)
         local[j] = -1.0  # picked
-    return candidates[torch.tensor(chosen)]
+    return torch.tensor(chosen)
 
 
 def _lower(mind: torch.Tensor, z: torch.Tensor, z_sq: torch.Tensor, picks: torch.Tensor) -> None:

@@ -63,8 +63,9 @@ class SpadeConfig(BackboneConfig):
         sigma: Gaussian smoothing of the anomaly map, in pixels (paper: 4).
         gallery_dtype: storage type of the cached training pyramids, "float16"
             (half the memory; distances are still computed in float32) or "float32".
-        index: pixel-gallery search, "clustered" (exact: k-means cells of the training
-            pixels, cells that cannot hold a nearer feature skipped) or "exact" (brute force).
+        index: pixel-gallery search, "exact" (blocked brute force) or "clustered" (also
+            exact: k-means cells of the training pixels, cells that cannot hold a nearer
+            feature skipped; not faster on the shared 2-core machine, see the README).
         pixel_cells: k-means cells of the training pixels for the clustered search.
     """
 
@@ -74,7 +75,7 @@ class SpadeConfig(BackboneConfig):
     k_pixels: int = attrs.field(default=1, validator=positive_int)
     sigma: float = attrs.field(default=4.0, validator=in_range(0))
     gallery_dtype: str = attrs.field(default="float16", validator=_one_of(tuple(_DTYPES)))
-    index: str = attrs.field(default="clustered", validator=_one_of(("clustered", "exact")))
+    index: str = attrs.field(default="exact", validator=_one_of(("exact", "clustered")))
     pixel_cells: int = attrs.field(default=512, validator=positive_int)
 
 
