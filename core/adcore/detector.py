@@ -24,6 +24,9 @@ from adcore.config import as_json_dict, build, existing_device, in_range, positi
 from adcore.errors import ConfigError, DataError, ModelFileError, NotFittedError
 from adcore.progress import track_batches
 
+__all__ = ["CONFIG_FILE", "Detector", "DetectorConfig", "Images", "LOSS_HISTORY", "MODEL_FORMAT",
+           "MODEL_FORMAT_VERSION", "Prediction", "TENSORS_FILE", "load_model"]
+
 if TYPE_CHECKING:
     from adcore.modelfile import TensorSpec
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+__all__ = ["AdcoreError", "ConfigError", "DataError", "ModelFileError", "NotFittedError", "OutputError",
+           "PluginError", "UnknownNameError", "WeightsError"]
+
 
 class AdcoreError(Exception):
     """Base class: its message is shown to the user as it is, on one line."""

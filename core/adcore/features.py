@@ -16,6 +16,8 @@ from adcore.backbones.folding import folded_copy
 from adcore.backbones.timm_backbones import RANDOM
 from adcore.detector import Detector, DetectorConfig
 
+__all__ = ["BackboneConfig", "BackboneDetector", "FeatureExtractor", "backbone_levels", "resize_to"]
+
 
 class FeatureExtractor:
     """Run a registered backbone and return the feature maps at the requested strides.

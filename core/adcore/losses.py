@@ -7,6 +7,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+__all__ = ["ssim"]
+
 
 @functools.lru_cache(maxsize=8)
 def _gaussian_window(size: int, sigma: float, device: str, dtype: torch.dtype) -> torch.Tensor:

@@ -14,6 +14,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+__all__ = ["bar", "log_line", "track_batches"]
+
 
 def _disabled() -> bool | None:
     value = os.environ.get("ADCORE_PROGRESS")

@@ -32,6 +32,9 @@ from adcore.predicting import require_finite
 from adcore.progress import bar, log_line
 from adcore.thresholds import calibrate, split_calibration
 
+__all__ = ["RunOptions", "check_outputs", "format_table", "make_detector", "open_categories", "peak_rss_mb",
+           "reset_peak_rss", "run", "run_category"]
+
 #: A category's results, written by `adcore run` or a benchmark cell.
 RESULT = fs.Kind("a category result folder of adcore run", "adcore-result")
 

@@ -33,6 +33,13 @@ import torch
 from adcore.detector import Detector, load_model
 from adcore.errors import ConfigError, DataError, NotFittedError
 
+__all__ = ["CHECKS", "CLI_CHECKS", "SIZE", "Factory", "check_batch_size_one", "check_defaults_rank_defects_higher",
+           "check_defects_score_higher", "check_deterministic_by_seed", "check_empty_training_set",
+           "check_fit_returns_self", "check_interrupt_keeps_no_model", "check_non_square_input",
+           "check_output_shapes_and_dtypes", "check_predict_before_fit", "check_resume_after_interrupt",
+           "check_run_then_predict", "check_save_load_roundtrip", "check_unknown_parameter", "conformance_data",
+           "detector_checks", "parametrize_with_checks", "parametrize_with_cli_checks"]
+
 Factory = Callable[..., Detector]
 SIZE = 64
 

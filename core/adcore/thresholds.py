@@ -11,6 +11,8 @@ import numpy as np
 from adcore.data import Category, Sample
 from adcore.errors import DataError
 
+__all__ = ["calibrate", "normal_quantile", "split_calibration"]
+
 
 def split_calibration(category: Category, holdout: float, seed: int) -> tuple[list[Sample], list[Sample], str]:
     """Training samples, calibration samples and a sentence saying where the latter came from."""

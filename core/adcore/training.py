@@ -42,6 +42,8 @@ import torch
 from adcore import checkpoints
 from adcore.progress import bar, log_line, track_batches
 
+__all__ = ["CachedData", "cache_features", "train"]
+
 Step = Callable[[Any], float]
 
 

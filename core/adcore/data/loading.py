@@ -15,6 +15,8 @@ import torch
 
 from adcore.imageio import read_mask, read_rgb
 
+__all__ = ["ImageBatches", "load_images", "load_masks"]
+
 
 def load_images(paths: Sequence[Path], size: int) -> torch.Tensor:
     """Read images as one (N, 3, size, size) float32 tensor in [0, 1]."""

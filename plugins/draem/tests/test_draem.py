@@ -92,10 +92,10 @@ def test_lr_milestones_official():
 
 
 def test_loss_history_kept_and_falls():
-    from adcore.testing import _data
+    from adcore.testing import conformance_data
 
     detector = DRAEM(epochs=4, base_width=4, disc_base_width=4, lr=1e-3, anomaly_prob=1.0,
-                     n_textures=8).fit(_data()[0])
+                     n_textures=8).fit(conformance_data()[0])
     history = detector.loss_history_
     assert len(history) == 4 and all(isinstance(v, float) for v in history)
     assert history[-1] < history[0]

@@ -72,9 +72,9 @@ def test_unet_keeps_any_size():
 
 
 def test_loss_history_kept_and_falls():
-    from adcore.testing import _data
+    from adcore.testing import conformance_data
 
-    detector = RIAD(epochs=3, base_width=8, train_batch_size=8, lr=1e-3).fit(_data()[0])
+    detector = RIAD(epochs=3, base_width=8, train_batch_size=8, lr=1e-3).fit(conformance_data()[0])
     history = detector.loss_history_
     assert len(history) == 3 and all(isinstance(v, float) for v in history)
     assert history[-1] < history[0]

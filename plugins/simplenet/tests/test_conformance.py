@@ -26,9 +26,9 @@ def test_truncated_l1_loss_hand_computed():
 
 
 def test_loss_history_kept_and_falls():
-    from adcore.testing import _data
+    from adcore.testing import conformance_data
 
-    detector = SimpleNet(**{**QUICK, "epochs": 3}).fit(_data()[0])
+    detector = SimpleNet(**{**QUICK, "epochs": 3}).fit(conformance_data()[0])
     history = detector.loss_history_
     assert len(history) == 3 and all(isinstance(v, float) for v in history)
     assert history[-1] < history[0]
