@@ -171,9 +171,17 @@ class RIAD(Detector):
         self.network_.eval()
 
     def test_masks(self, height: int, width: int, cell: int) -> torch.Tensor:
-        """The fixed masks used at test time for cell size ``cell``: seeded, same for every image."""
-        generator = torch.Generator().manual_seed(self.config.seed * 7919 + cell)
-        return disjoint_masks(height, width, cell, self.config.n_masks, generator).to(self.config.device)
+        """The fixed masks used at test time for cell size ``cell``: seeded, same for every image.
+
+        Drawn once per size and kept: later batches reuse them, and an ONNX export
+        (which cannot trace a random generator) finds them as constants.
+        """
+        cache = self.__dict__.setdefault("_test_masks", {})
+        key = (height, width, cell)
+        if key not in cache:
+            generator = torch.Generator().manual_seed(self.config.seed * 7919 + cell)
+            cache[key] = disjoint_masks(height, width, cell, self.config.n_masks, generator).to(self.config.device)
+        return cache[key]
 
     def reconstruct(self, images: torch.Tensor, cell: int) -> torch.Tensor:
         """Inpainting reconstruction of (B, 3, H, W) images in [0, 1] with cells of size ``cell``."""
