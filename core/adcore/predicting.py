@@ -14,12 +14,14 @@ import torch
 from adcore import fs, visualize
 from adcore.data.loading import ImageBatches
 from adcore.detector import Prediction, load_model
-from adcore.errors import DataError, ModelFileError
+from adcore.errors import ConfigError, DataError, ModelFileError
 from adcore.imageio import IMAGE_SUFFIXES, image_size, list_images
 from adcore.ops import upsample_maps
 
 #: What `adcore predict --out` holds; only such a folder is ever replaced by another prediction.
 PREDICTIONS = fs.Kind("a predictions folder of adcore predict", "adcore-predictions")
+#: What scores images: the saved torch model, or its ONNX export run by onnxruntime.
+ENGINES = ("torch", "onnx")
 
 
 def find_model(folder: Path) -> Path:
@@ -46,19 +48,38 @@ def collect_images(inputs: Sequence[Path]) -> list[Path]:
     return images
 
 
+def load_engine(model_dir: Path, engine: str = "torch",
+                device: str | None = None) -> tuple[Any, dict[str, Any], int]:
+    """The scorer, its metadata and its batch size: a saved model (torch) or an export folder (onnx).
+
+    Both have ``name`` and ``predict(batches, progress)`` returning a Prediction,
+    so every output is made the same way whichever engine scored.
+    """
+    if engine == "onnx":
+        from adcore.export import load_exported
+
+        model, meta = load_exported(Path(model_dir))
+        return model, meta, model.batch_size
+    if engine != "torch":
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    detector, meta = load_model(find_model(model_dir), device)
+    return detector, meta, detector.config.batch_size
+
+
 def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path,
-                  device: str | None = None) -> list[dict[str, Any]]:
+                  device: str | None = None, engine: str = "torch") -> list[dict[str, Any]]:
     """Predict every input image and write heat maps, masks, CSV and JSON under ``out``.
 
     ``out`` is checked before the model is read: it must not be or overlap an
     input, and may hold only an earlier prediction, which is replaced atomically.
+    ``engine`` "onnx" reads an export folder of ``adcore export`` instead of a model.
     """
     fs.check_output(out, PREDICTIONS, inputs=[model_dir, *inputs])
-    detector, meta = load_model(find_model(model_dir), device)
+    detector, meta, batch_size = load_engine(model_dir, engine, device)
     paths = collect_images(inputs)
     sizes = [image_size(p) for p in paths]  # checks every file before any work
     size = int(meta.get("image_size", 256))
-    prediction = detector.predict(ImageBatches(paths, size, detector.config.batch_size), progress="predict")
+    prediction = detector.predict(ImageBatches(paths, size, batch_size), progress="predict")
     require_finite(paths, prediction)
     image_threshold = meta.get("image_threshold")
     pixel_threshold = meta.get("pixel_threshold")
@@ -82,7 +103,7 @@ def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path,
             writer.writeheader()
             writer.writerows(rows)
         fs.write_json(folder / "predictions.json", {
-            "model": str(model_dir), "detector": detector.name, "image_threshold": image_threshold,
+            "model": str(model_dir), "detector": detector.name, "engine": engine, "image_threshold": image_threshold,
             "pixel_threshold": pixel_threshold, "predictions": rows})
 
     fs.replace_folder(out, write, PREDICTIONS)

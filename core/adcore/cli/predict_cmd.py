@@ -15,11 +15,14 @@ import click
                    "never a folder adcore did not write.")
 @click.option("--device", default="auto", show_default=True, metavar="cpu|cuda[:N]|mps|auto",
               help="Device to predict on, whatever the model was trained on (auto: a GPU when there is one).")
-def predict(model_dir: Path, inputs: tuple[Path, ...], out: Path, device: str) -> None:
+@click.option("--engine", default="torch", show_default=True, type=click.Choice(["torch", "onnx"]),
+              help="torch: the saved model; onnx: MODEL_DIR is an export folder of adcore export, run by "
+                   "onnxruntime on the CPU (same inputs, outputs and files).")
+def predict(model_dir: Path, inputs: tuple[Path, ...], out: Path, device: str, engine: str) -> None:
     """Score images (files or folders) with the model in MODEL_DIR (a run's category folder or its model/)."""
     from adcore.config import resolve_device
     from adcore.predicting import predict_files
 
-    rows = predict_files(model_dir, inputs, out, resolve_device(device))
+    rows = predict_files(model_dir, inputs, out, resolve_device(device), engine)
     flagged = sum(1 for row in rows if row["anomalous"])
     click.echo(f"{len(rows)} images, {flagged} anomalous; heat maps, masks and predictions.csv in {out}/")
