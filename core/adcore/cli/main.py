@@ -84,7 +84,7 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from adcore.cli import benchmark_cmd, plugins_cmd, predict_cmd, report_cmd, run_cmd
+    from adcore.cli import benchmark_cmd, export_cmd, plugins_cmd, predict_cmd, report_cmd, run_cmd, serve_cmd
 
     cli.add_command(plugins_cmd.plugins)
     cli.add_command(plugins_cmd.list_names)
@@ -92,6 +92,8 @@ def _register_commands() -> None:
     cli.add_command(predict_cmd.predict)
     cli.add_command(benchmark_cmd.benchmark)
     cli.add_command(report_cmd.report)
+    cli.add_command(export_cmd.export)
+    cli.add_command(serve_cmd.serve)
 
 
 _register_commands()

@@ -1,0 +1,112 @@
+"""One image in, one answer out: what ``POST /predict`` computes, with no web framework in sight.
+
+Why request bytes go through a scratch file: :mod:`adcore.imageio` is the one
+image reader (EXIF orientation, every mode and bit depth, the decompression-bomb
+limit), and it reads paths. A served image is therefore decoded exactly as
+``adcore predict`` decodes the same file, so both give the same score.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from adcore import __version__, visualize
+from adcore.errors import DataError
+from adcore.imageio import image_size, read_rgb
+
+__all__ = ["BadImage", "Scorer"]
+
+#: How Pillow names the file it could not identify; the scratch file's name means nothing to a client.
+_PILLOW_FILE = re.compile(r"\s*<_io\.\w+ name=[^>]*>")
+
+
+class BadImage(Exception):
+    """A request image that cannot be scored; ``status`` is the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Scorer:
+    """A loaded model that scores request images one at a time (the model uses every core already).
+
+    Args:
+        model: the engine from :func:`adcore.predicting.load_engine`.
+        meta: its metadata (image_size, thresholds, display range).
+        engine: "torch" or "onnx", for the answers.
+        scratch: a private folder for the request files.
+    """
+
+    def __init__(self, model: Any, meta: dict[str, Any], engine: str, scratch: Path) -> None:
+        self.model = model
+        self.meta = meta
+        self.engine = engine
+        self.scratch = scratch
+        self.size = int(meta.get("image_size", 256))
+        self.lock = threading.Lock()
+        self.info = {"detector": model.name, "category": meta.get("category"), "engine": engine,
+                     "image_size": self.size, "adcore_version": __version__}
+
+    def warm_up(self) -> None:
+        """One prediction on a blank image: the first real request then pays no one-off costs."""
+        with self.lock:
+            self.model.predict(torch.zeros(1, 3, self.size, self.size), progress=None)
+
+    def score(self, data: bytes, with_map: bool = True) -> dict[str, Any]:
+        """The answer for one encoded image (BadImage when it is not one adcore can read)."""
+        start = time.perf_counter()
+        pixels, (width, height) = self._decode(data)
+        with self.lock:
+            prediction = self.model.predict(pixels, progress=None)
+        score, small_map = float(prediction.scores[0]), prediction.anomaly_maps[0]
+        if not (np.isfinite(score) and np.isfinite(small_map).all()):
+            raise BadImage(422, "the detector gave a non-finite score or map for this image; no verdict is possible")
+        threshold = self.meta.get("image_threshold")
+        anomalous = None if threshold is None else bool(score >= threshold)
+        answer: dict[str, Any] = {
+            "score": score, "anomalous": anomalous,
+            "verdict": None if anomalous is None else ("anomalous" if anomalous else "normal"),
+            "image_threshold": threshold, "pixel_threshold": self.meta.get("pixel_threshold"),
+            "model": self.info, "image": {"width": width, "height": height},
+        }
+        if with_map:
+            answer["anomaly_map_png"] = self._map_png(small_map)
+            answer["map_size"] = [int(small_map.shape[1]), int(small_map.shape[0])]
+        answer["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 3)
+        return answer
+
+    def _decode(self, data: bytes) -> tuple[torch.Tensor, tuple[int, int]]:
+        if not data:
+            raise BadImage(400, "the request holds no image (empty body)")
+        path = self.scratch / f"request-{os.getpid()}-{secrets.token_hex(8)}"
+        try:
+            path.write_bytes(data)
+            size = image_size(path)
+            array = read_rgb(path, self.size)
+        except DataError as exc:
+            message = _PILLOW_FILE.sub("", str(exc).replace(f"{path}: ", ""))
+            status = 413 if "decompression bomb" in message else 400
+            raise BadImage(status, f"not an image adcore can read: {message}" if status == 400 else message) from None
+        finally:
+            path.unlink(missing_ok=True)
+        return torch.tensor(array).permute(2, 0, 1)[None].float().div_(255.0), size
+
+    def _map_png(self, small_map: np.ndarray) -> str:
+        """The map at the working size as a coloured PNG data URL (the page stretches it over the image)."""
+        vmin, vmax = self.meta.get("display_range") or [float(small_map.min()), float(small_map.max())]
+        buffer = io.BytesIO()
+        Image.fromarray(visualize.colorize(small_map, vmin, vmax)).save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
