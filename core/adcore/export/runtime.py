@@ -87,10 +87,9 @@ class OnnxModel:
         self.name: str = self.document["detector"]
         self.image_size: int = self.document["image_size"]
         self.batch_size: int = self.document["batch_size"]
+        import_onnxruntime()  # a missing package is its own one line, not a damaged graph
         try:
             self.session = open_session(folder / ONNX_FILE)
-        except ConfigError:
-            raise
         except Exception as exc:  # onnxruntime raises its own classes for a damaged graph
             raise ModelFileError(f"{folder / ONNX_FILE}: onnxruntime cannot load it "
                                  f"({' '.join(str(exc).split())[:300]})") from None

@@ -26,7 +26,7 @@ import torch
 from adcore import __version__, fs
 from adcore.data.loading import load_images
 from adcore.detector import CONFIG_FILE, Detector, Prediction, load_model
-from adcore.errors import ConfigError
+from adcore.errors import ConfigError, DataError
 from adcore.export.errors import ExportError
 from adcore.export.graphs import graph_for
 from adcore.export.runtime import (EXPORT_FILE, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, INPUT_NAME, ONNX_FILE,
@@ -63,6 +63,8 @@ def probe_images(size: int, folder: Path | None = None, count: int = _PROBES) ->
     graph (backbone, search, blur) sees values spread like a photograph's.
     """
     if folder is not None:
+        if not folder.is_dir():
+            raise DataError(f"{folder}: folder of parity images not found")
         paths = list_images(folder)[:count]
         if not paths:
             raise ExportError(f"{folder}: no images to check parity on")
