@@ -30,8 +30,8 @@ from adcore.data.loading import load_images  # noqa: E402
 from adcore.errors import OutputError  # noqa: E402
 from adcore.export import (EXPORT_FILE, ONNX_FILE, PARITY_FILE, RTOL, ExportError, export_model,  # noqa: E402
                            load_exported)
+from adcore.data import synthetic  # noqa: E402
 from adcore.plugins import get_registry  # noqa: E402
-from adcore.testing import _synthetic_root  # noqa: E402
 
 #: Tiny settings per detector: seconds to fit on 8 images at 64 px, random backbone weights.
 QUICK: dict[str, dict[str, Any]] = {
@@ -48,16 +48,20 @@ CASES = [(name, 64) for name in QUICK] + [(name, 96) for name in QUICK if FULL o
 BATCH_SIZES = (1, 3, 8)
 
 
-def _images(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    category = open_folder(_synthetic_root())[0]
+def _images(store: dict[Any, Any], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and test images of the module's synthetic set at ``size`` (8 test images: a full batch)."""
+    category = open_folder(store["data"])[0]
     return (load_images([s.path for s in category.train], size),
             load_images([s.path for s in category.test], size))
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[Any, Any]:
-    """Saved models and their exports, made once per module as the tests ask for them."""
-    return {"root": tmp_path_factory.mktemp("export")}
+    """A synthetic set, and the saved models and exports made once per module as the tests ask for them."""
+    root = tmp_path_factory.mktemp("export")
+    data = synthetic.generate(root / "data", categories=("machined_part",), seed=0, size=96, n_train=16,
+                              n_test_good=6, n_test_defect=2)
+    return {"root": root, "data": data}
 
 
 def _clear_threshold(scores: np.ndarray) -> float:
@@ -71,7 +75,7 @@ def _clear_threshold(scores: np.ndarray) -> float:
 def _exported(store: dict[Any, Any], name: str, size: int) -> tuple[Path, Path, Any]:
     """(model folder, export folder, torch prediction on the test images) for one case."""
     if (name, size) not in store:
-        train, test = _images(size)
+        train, test = _images(store, size)
         detector = get_registry().load_object("detector", name)(**QUICK[name]).fit(train[:8])
         reference = detector.predict(test, progress=None)
         threshold = _clear_threshold(reference.scores)
@@ -91,7 +95,7 @@ def test_parity_with_torch(store: dict[Any, Any], name: str, size: int) -> None:
     """Scores and maps within RTOL of torch at batch sizes 1, 3 and 8; the same verdicts."""
     _, folder, reference = _exported(store, name, size)
     model, meta = load_exported(folder)
-    test = _images(size)[1]
+    test = _images(store, size)[1]
     assert len(test) >= max(BATCH_SIZES)
     threshold = meta["image_threshold"]
     for batch_size in BATCH_SIZES:
@@ -126,7 +130,7 @@ def test_thresholds_travel_beside_the_graph(store: dict[Any, Any]) -> None:
 def test_predict_engine_onnx_writes_what_torch_writes(store: dict[Any, Any], tmp_path: Path) -> None:
     """adcore predict --engine onnx: the same files, scores within RTOL and the same verdicts."""
     model_dir, folder, _ = _exported(store, "patchcore", 64)
-    images = _synthetic_root() / "machined_part" / "test"
+    images = store["data"] / "machined_part" / "test"
     inputs = sorted(p for p in images.iterdir() if p.is_dir())
     runner = CliRunner()
     for engine, source in (("torch", model_dir), ("onnx", folder)):
@@ -169,9 +173,9 @@ def test_export_refuses_a_folder_adcore_did_not_write(store: dict[Any, Any], tmp
     assert (target / "notes.txt").read_text() == "keep me"
 
 
-def test_spade_is_refused_with_the_reason(tmp_path: Path) -> None:
+def test_spade_is_refused_with_the_reason(store: dict[Any, Any], tmp_path: Path) -> None:
     """SPADE's per-image gallery search has no graph: one line saying so, nothing written."""
-    train, _ = _images(64)
+    train, _ = _images(store, 64)
     spade = get_registry().load_object("detector", "spade")(backbone_weights="random", k_images=3)
     spade.fit(train[:6]).save(tmp_path / "model", metadata={"image_size": 64})
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "model"), "--out", str(tmp_path / "out")])

@@ -28,8 +28,8 @@ pytest.importorskip("uvicorn", reason="adcore serve needs pip install adcore[ser
 
 from adcore.data.folder import open_folder  # noqa: E402
 from adcore.data.loading import load_images  # noqa: E402
+from adcore.data import synthetic  # noqa: E402
 from adcore.plugins import get_registry  # noqa: E402
-from adcore.testing import _synthetic_root  # noqa: E402
 
 SIZE = 64
 #: The server under test refuses images above this many pixels (the test images have 96 x 96 = 9,216).
@@ -109,12 +109,15 @@ def multipart(field: str, name: str, data: bytes) -> tuple[bytes, str]:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], np.ndarray]:
     """A small PatchCore model with thresholds, test image files, and their torch scores."""
-    category = open_folder(_synthetic_root())[0]
+    root = tmp_path_factory.mktemp("serve")
+    data = synthetic.generate(root / "data", categories=("machined_part",), seed=0, size=96, n_train=16,
+                              n_test_good=6, n_test_defect=2)
+    category = open_folder(data)[0]
     detector = get_registry().load_object("detector", "patchcore")(backbone_weights="random")
     detector.fit(load_images([s.path for s in category.train], SIZE))
     paths = [s.path for s in category.test]
     scores = detector.predict(load_images(paths, SIZE), progress=None)
-    folder = tmp_path_factory.mktemp("serve") / "model"
+    folder = root / "model"
     detector.save(folder, metadata={"image_size": SIZE, "image_threshold": float(np.median(scores.scores)),
                                     "pixel_threshold": float(np.quantile(scores.anomaly_maps, 0.99)),
                                     "display_range": [float(scores.anomaly_maps.min()),
