@@ -254,7 +254,7 @@ def test_signals_stop_cleanly(tiny_root, tmp_path, signum, times, status, messag
                "--set", "epochs=100000", "--set", "base_width=4", "--set", "cell_sizes=8,16", "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, "ADCORE_PROGRESS": "1"},
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=_default_signals)
     try:
         started = _read_until(process, b"epoch/s", 240)
         assert b"epoch/s" in started, started.decode(errors="replace")[-2000:]
@@ -272,6 +272,13 @@ def test_signals_stop_cleanly(tiny_root, tmp_path, signum, times, status, messag
     left = [p for p in out.rglob("*")] if out.exists() else []
     assert not staging_folders(tmp_path) and not [p for p in left if p.name == "metrics.json"], left
     assert all(".checkpoint" in p.as_posix() or p.is_dir() for p in left), left
+
+
+def _default_signals() -> None:
+    """The child's signals at their defaults: a suite started with nohup or `&` inherits SIGHUP or
+    SIGINT as ignored, and adcore rightly keeps a signal the user's shell chose to ignore."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _read_until(process: subprocess.Popen[bytes], marker: bytes, timeout_s: float) -> bytes:
