@@ -127,7 +127,7 @@ def one_of(*allowed: Any) -> Validator:
     """Validator for a value out of a fixed set."""
 
     def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in allowed:
+        if isinstance(value, bool) is not any(isinstance(a, bool) for a in allowed) or value not in allowed:
             _fail(instance, attribute, "one of " + ", ".join(repr(a) for a in allowed), value)
 
     return check

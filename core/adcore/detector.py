@@ -9,7 +9,6 @@ JSON, so loading a model never executes code.
 from __future__ import annotations
 
 import abc
-import json
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path

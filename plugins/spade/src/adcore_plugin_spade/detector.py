@@ -17,13 +17,12 @@ See the plugin README for defaults and deviations from the paper.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import attrs
 import torch
 
-from adcore.config import in_range, positive_int, strides
-from adcore.errors import ConfigError, DataError
+from adcore.config import in_range, one_of, positive_int, strides
+from adcore.errors import DataError
 from adcore.features import BackboneConfig, BackboneDetector, resize_to
 from adcore.modelfile import TensorSpec
 from adcore.neighbors import ClusteredIndex, ExactIndex, NeighbourIndex, kmeans
@@ -32,18 +31,6 @@ from adcore.progress import track_batches
 
 _STRIDES = (4, 8, 16, 32)
 _DTYPES = {"float16": torch.float16, "float32": torch.float32}
-
-
-def _one_of(choices: tuple[Any, ...]):  # type: ignore[no-untyped-def]
-    """Validator for a value among ``choices`` (ConfigError in adcore's wording)."""
-
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if isinstance(value, bool) or value not in choices:
-            owner = type(instance).__name__.removesuffix("Config") or type(instance).__name__
-            raise ConfigError(f"The '{attribute.name}' parameter of {owner} must be one of "
-                              f"{', '.join(repr(c) for c in choices)}. Got {value!r} instead.")
-
-    return check
 
 
 @attrs.define(kw_only=True)
@@ -70,12 +57,12 @@ class SpadeConfig(BackboneConfig):
     """
 
     layers: tuple[int, ...] = attrs.field(default=(4, 8, 16), validator=strides(_STRIDES))
-    image_layer: int = attrs.field(default=32, validator=_one_of(_STRIDES))
+    image_layer: int = attrs.field(default=32, validator=one_of(*_STRIDES))
     k_images: int = attrs.field(default=50, validator=positive_int)
     k_pixels: int = attrs.field(default=1, validator=positive_int)
     sigma: float = attrs.field(default=4.0, validator=in_range(0))
-    gallery_dtype: str = attrs.field(default="float16", validator=_one_of(tuple(_DTYPES)))
-    index: str = attrs.field(default="exact", validator=_one_of(("exact", "clustered")))
+    gallery_dtype: str = attrs.field(default="float16", validator=one_of(*_DTYPES))
+    index: str = attrs.field(default="exact", validator=one_of("exact", "clustered"))
     pixel_cells: int = attrs.field(default=512, validator=positive_int)
 
 
