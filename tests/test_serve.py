@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -46,13 +47,16 @@ class Server:
         code = "from adcore.cli.main import cli; cli()"
         self.process = subprocess.Popen([sys.executable, "-c", code, "serve", *args, "--port", "0"],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        env={**os.environ, "ADCORE_PROGRESS": "0", **(env or {})})
+                                        env={**os.environ, "ADCORE_PROGRESS": "0", "PYTHONFAULTHANDLER": "1",
+                                             **(env or {})})
         self.lines: list[str] = []
         threading.Thread(target=self._collect, daemon=True).start()
         self.url = self._wait_for(r"adcore serve: (http://\S+/)").group(1)
         deadline = time.monotonic() + STARTUP_S
         while get(self.url + "readyz")[0] != 200:
-            assert self.process.poll() is None and time.monotonic() < deadline, self.output()
+            assert self.process.poll() is None, self.output()
+            if time.monotonic() > deadline:
+                self._fail("not ready")
             time.sleep(0.2)
 
     def _collect(self) -> None:
@@ -68,7 +72,17 @@ class Server:
                     return found
             assert self.process.poll() is None, self.output()
             time.sleep(0.1)
-        raise AssertionError(f"no line matching {pattern!r}: {self.output()}")
+        self._fail(f"no line matching {pattern!r}")
+
+    def _fail(self, what: str) -> NoReturn:
+        """Fail with the server's output and, through faulthandler, where each of its threads stands."""
+        self.process.send_signal(signal.SIGABRT)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        time.sleep(0.5)  # the collector thread reads the last lines
+        raise AssertionError(f"{what} after {STARTUP_S} s: {self.output()}")
 
     def output(self) -> str:
         return "\n".join(self.lines)
@@ -243,6 +257,18 @@ def test_without_the_extra_one_line_says_what_to_install(model: Any) -> None:
                           timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == ["Error: adcore serve needs uvicorn: pip install adcore[serve]"]
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(model: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-c", "from adcore.cli.main import cli; cli()", "serve",
+                               str(model[0]), "--port", str(port)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port or --host"]
 
 
 # --------------------------------------------------------------------------- the page, in a browser

@@ -5,6 +5,11 @@ Imported only once :func:`adcore.serve.require_serve_extra` found the web stack.
 Why a Server subclass: uvicorn re-raises a caught SIGTERM once it has shut
 down, which the CLI would report as an interrupted command; here a stop signal
 means "finish the requests in flight, then exit 0", as an orchestrator expects.
+
+Why the socket is bound before uvicorn starts: the address (with the port the
+system chose for ``--port 0``) is printed from the main thread before the model
+starts loading on its own thread, so a supervisor or a test never waits on the
+model to learn where the server listens.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,14 +62,16 @@ def run_server(model_dir: Path, host: str = "127.0.0.1", port: int = 8000, engin
     app = create_app(lambda: load_engine(Path(model_dir), engine, device)[:2], engine, max_bytes, failed, echo)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=10, server_header=False)
-    server = _Server(config, echo)
+    server = _Server(config)
+    sock = _bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    echo(f"adcore serve: http://{shown}:{bound_port}/ (POST /predict, GET /healthz /readyz /metrics); "
+         "SIGTERM or Ctrl-C stops it")
     if not _is_loopback(host):
         echo(f"Warning: listening on {host}, reachable from other machines; adcore serve has no authentication")
-    try:
-        server.run()
-    except SystemExit:  # uvicorn exits when it cannot bind
-        raise ConfigError(f"cannot listen on {host}:{port} (address in use or not allowed); "
-                          "choose another --port or --host") from None
+    with sock:
+        server.run(sockets=[sock])
     if failures:
         exc = failures[0]
         if isinstance(exc, AdcoreError):
@@ -73,21 +81,25 @@ def run_server(model_dir: Path, host: str = "127.0.0.1", port: int = 8000, engin
         echo(f"Stopped by {signal.Signals(server.stopped_by).name}; requests in flight were answered")
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (IPv6 when the host is an IPv6 address); uvicorn listens on it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                          "choose another --port or --host") from None
+    return sock
+
+
 class _Server(uvicorn.Server):
-    """A uvicorn Server that announces its address and stops cleanly on a signal."""
+    """A uvicorn Server that stops cleanly on a signal."""
 
-    def __init__(self, config: uvicorn.Config, echo: Callable[[str], None]) -> None:
+    def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
-        self.echo = echo
         self.stopped_by: int | None = None
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        if self.started and self.servers:
-            host, port = self.servers[0].sockets[0].getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
-            self.echo(f"adcore serve: http://{shown}:{port}/ (POST /predict, GET /healthz /readyz /metrics); "
-                      "SIGTERM or Ctrl-C stops it")
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
