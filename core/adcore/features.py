@@ -14,9 +14,12 @@ import torch.nn.functional as F
 from adcore.backbones import Backbone, FeatureLevel
 from adcore.backbones.folding import folded_copy
 from adcore.backbones.timm_backbones import RANDOM
+from adcore.config import strides
 from adcore.detector import Detector, DetectorConfig
+from adcore.ops import resize_to
 
-__all__ = ["BackboneConfig", "BackboneDetector", "FeatureExtractor", "backbone_levels", "resize_to"]
+__all__ = ["BackboneConfig", "BackboneDetector", "FeatureExtractor", "backbone_levels", "embedding_width",
+           "patch_embedding"]
 
 
 class FeatureExtractor:
@@ -89,11 +92,43 @@ def backbone_levels(backbone: str, strides: tuple[int, ...]) -> tuple[FeatureLev
         return factory(strides, RANDOM).levels
 
 
-def resize_to(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (B, C, h, w) maps to ``size`` (no-op when equal)."""
-    if tuple(features.shape[-2:]) == tuple(size):
-        return features
-    return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+def patch_embedding(levels: Sequence[torch.Tensor], patch_size: int, level_dim: int,
+                    target_dim: int) -> torch.Tensor:
+    """Locally aware patch features (B, D, h, w) on the finest level's grid (PatchCore, SimpleNet).
+
+    As the official PatchMaker + Preprocessing + Aggregator: each level's
+    zero-padded ``patch_size`` neighbourhood, flattened channel-major, is
+    average-pooled to ``level_dim`` values; the levels are resized to the finest
+    grid, stacked level-major and pooled again to ``target_dim``. Pooling a
+    C·p·p vector to C values averages each channel's patch, so when all levels
+    together have at most ``target_dim`` channels the features keep their native
+    width and each level is a plain p×p average pool.
+    """
+    grid = tuple(levels[0].shape[-2:])
+    native = sum(f.shape[1] for f in levels) <= target_dim
+    pooled = torch.cat([resize_to(_aggregate(f, patch_size, level_dim, native), grid) for f in levels], dim=1)
+    return pooled if native else _pool_channels(pooled, target_dim)
+
+
+def embedding_width(levels: Sequence[FeatureLevel], target_dim: int) -> int:
+    """D of :func:`patch_embedding` for these levels, known before any image is seen."""
+    return min(sum(level.channels for level in levels), target_dim)
+
+
+def _aggregate(features: torch.Tensor, p: int, level_dim: int, native: bool) -> torch.Tensor:
+    if native:
+        return F.avg_pool2d(features, p, stride=1, padding=p // 2, count_include_pad=True)
+    b, c, h, w = features.shape
+    patches = F.unfold(features, p, padding=p // 2)  # (B, C*p*p, h*w), channel-major like the official code
+    pooled = F.adaptive_avg_pool1d(patches.transpose(1, 2).reshape(b * h * w, 1, c * p * p), level_dim)
+    return pooled.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _pool_channels(features: torch.Tensor, dim: int) -> torch.Tensor:
+    """Adaptive average pooling over the channel axis of (B, C, h, w) to ``dim`` channels."""
+    b, c, h, w = features.shape
+    flat = features.permute(0, 2, 3, 1).reshape(b * h * w, 1, c)
+    return F.adaptive_avg_pool1d(flat, dim).reshape(b, h, w, dim).permute(0, 3, 1, 2)
 
 
 @attrs.define(kw_only=True)
@@ -103,10 +138,12 @@ class BackboneConfig(DetectorConfig):
     Attributes:
         backbone: feature backbone (``adcore list backbones``).
         backbone_weights: weights file instead of the backbone's default weights.
+        layers: strides of the feature levels read; each detector sets its paper's default.
     """
 
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
+    layers: tuple[int, ...] = attrs.field(default=(8, 16), validator=strides())
 
 
 class BackboneDetector(Detector):

@@ -16,10 +16,9 @@ from pathlib import Path
 import attrs
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from adcore.config import in_range, one_of, positive_int, strides
-from adcore.features import BackboneConfig, BackboneDetector, resize_to
+from adcore.features import BackboneConfig, BackboneDetector, embedding_width, patch_embedding
 from adcore.modelfile import TensorSpec
 from adcore.neighbors import INDEX_KINDS, build_index
 from adcore.ops import gaussian_blur, upsample_maps
@@ -81,35 +80,11 @@ class PatchCore(BackboneDetector):
     # -- embedding -------------------------------------------------------
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Patch features (B*h*w, D) on the finest level's grid, and that grid (h, w)."""
-        levels = self.extractor(images)
-        grid = tuple(levels[0].shape[-2:])
-        native = sum(f.shape[1] for f in levels) <= self.config.target_embed_dimension
-        pooled = [self._aggregate(f, native) for f in levels]
-        pooled = [resize_to(f, grid) for f in pooled]  # pooling over channels commutes with resizing
-        batch = images.shape[0]
-        if native:
-            embedding = torch.cat(pooled, dim=1)
-        else:
-            stacked = torch.cat(pooled, dim=1)  # (B, L*pretrain_dim, h, w), level-major as in the official aggregator
-            embedding = _pool_channels(stacked, self.config.target_embed_dimension)
-        return embedding.permute(0, 2, 3, 1).reshape(batch * grid[0] * grid[1], -1), grid
-
-    def _aggregate(self, features: torch.Tensor, native: bool) -> torch.Tensor:
-        """Local neighbourhood aggregation of one level.
-
-        The official code unfolds p×p patches (zero padded) and average-pools each
-        flattened (C, p, p) vector to ``pretrain_embed_dimension``. Pooling a C·p·p
-        vector to C values averages each channel's patch, i.e. a zero-padded p×p
-        average pool, which is what the native-width path computes directly.
-        """
-        p = self.config.patch_size
-        if native:
-            return F.avg_pool2d(features, p, stride=1, padding=p // 2, count_include_pad=True)
-        b, c, h, w = features.shape
-        patches = F.unfold(features, p, padding=p // 2)  # (B, C*p*p, h*w), channel-major like the official code
-        pooled = F.adaptive_avg_pool1d(patches.transpose(1, 2).reshape(b * h * w, 1, c * p * p),
-                                       self.config.pretrain_embed_dimension)
-        return pooled.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        c = self.config
+        embedding = patch_embedding(self.extractor(images), c.patch_size, c.pretrain_embed_dimension,
+                                    c.target_embed_dimension)
+        b, d, h, w = embedding.shape
+        return embedding.permute(0, 2, 3, 1).reshape(b * h * w, d), (h, w)
 
     # -- estimator API ---------------------------------------------------
     def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
@@ -170,20 +145,12 @@ class PatchCore(BackboneDetector):
         return {"memory_bank": self.memory_bank_}
 
     def _state_spec(self) -> dict[str, TensorSpec]:
-        total = sum(level.channels for level in self.feature_levels())
-        dim = min(total, self.config.target_embed_dimension)  # the native width when it is smaller
+        dim = embedding_width(self.feature_levels(), self.config.target_embed_dimension)
         return {"memory_bank": TensorSpec(("N", dim))}
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.memory_bank_ = tensors["memory_bank"].float().contiguous()
         self._index = build_index(self.memory_bank_, self.config.index, self.config.seed)
-
-
-def _pool_channels(features: torch.Tensor, dim: int) -> torch.Tensor:
-    """Adaptive average pooling over the channel axis of (B, C, h, w) to ``dim`` channels."""
-    b, c, h, w = features.shape
-    flat = features.permute(0, 2, 3, 1).reshape(b * h * w, 1, c)
-    return F.adaptive_avg_pool1d(flat, dim).reshape(b, h, w, dim).permute(0, 3, 1, 2)
 
 
 def _fill(bank: torch.Tensor, embedding: torch.Tensor, filled: int) -> int:

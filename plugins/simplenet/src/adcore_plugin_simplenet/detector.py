@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 
 import attrs
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from adcore.config import in_range, positive_int, schedule_field, strides
-from adcore.features import BackboneConfig, BackboneDetector, resize_to
+from adcore.features import BackboneConfig, BackboneDetector, embedding_width, patch_embedding
 from adcore.ops import gaussian_blur, upsample_maps
+from adcore.state import load_modules_state, modules_state
 from adcore.training import CachedData, cache_features, train
 
 #: Epochs of the paper / official run (meta_epochs 40 x gan_epochs 4 passes over the training set).
@@ -130,30 +130,10 @@ class SimpleNet(BackboneDetector):
     # -- embedding -------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Locally aware features (B, h, w, D) on the finest level's grid."""
-        levels = self.extractor(images)
-        grid = tuple(levels[0].shape[-2:])
-        native = sum(f.shape[1] for f in levels) <= self.config.target_embed_dimension
-        pooled = [resize_to(self._aggregate(f, native), grid) for f in levels]
-        embedding = torch.cat(pooled, dim=1)
-        if not native:
-            embedding = _pool_channels(embedding, self.config.target_embed_dimension)
+        c = self.config
+        embedding = patch_embedding(self.extractor(images), c.patch_size, c.pretrain_embed_dimension,
+                                    c.target_embed_dimension)
         return embedding.permute(0, 2, 3, 1).contiguous()
-
-    def _aggregate(self, features: torch.Tensor, native: bool) -> torch.Tensor:
-        """p×p neighbourhood aggregation of one level, as the official PatchMaker + Preprocessing.
-
-        The official code unfolds zero-padded p×p patches and average-pools each
-        flattened (C, p, p) vector to ``pretrain_embed_dimension`` values. At native
-        width (C·p·p pooled to C) that is a zero-padded p×p average pool per channel.
-        """
-        p = self.config.patch_size
-        if native:
-            return F.avg_pool2d(features, p, stride=1, padding=p // 2, count_include_pad=True)
-        b, c, h, w = features.shape
-        patches = F.unfold(features, p, padding=p // 2)  # (B, C*p*p, h*w), channel-major
-        pooled = F.adaptive_avg_pool1d(patches.transpose(1, 2).reshape(b * h * w, 1, c * p * p),
-                                       self.config.pretrain_embed_dimension)
-        return pooled.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
     # -- estimator API ---------------------------------------------------
     def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
@@ -205,13 +185,10 @@ class SimpleNet(BackboneDetector):
         return scores, gaussian_blur(maps, self.config.sigma)
 
     def _get_state(self) -> dict[str, torch.Tensor]:
-        state = {f"adaptor.{k}": v for k, v in self.adaptor_.state_dict().items()}
-        state.update({f"discriminator.{k}": v for k, v in self.discriminator_.state_dict().items()})
-        return state
+        return modules_state({"adaptor": self.adaptor_, "discriminator": self.discriminator_})
 
     def _state_modules(self) -> dict[str, nn.Module]:
-        total = sum(level.channels for level in self.feature_levels())
-        dim = min(total, self.config.target_embed_dimension)  # the native width when it is smaller
+        dim = embedding_width(self.feature_levels(), self.config.target_embed_dimension)
         return {"adaptor": nn.Linear(dim, dim), "discriminator": Discriminator(dim, self.config.dsc_hidden)}
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -219,15 +196,6 @@ class SimpleNet(BackboneDetector):
         dim = tensors["adaptor.weight"].shape[0]
         self.adaptor_ = nn.Linear(dim, dim)
         self.discriminator_ = Discriminator(dim, tensors["discriminator.body.0.weight"].shape[0])
-        self.adaptor_.load_state_dict({k[len("adaptor."):]: v for k, v in tensors.items() if k.startswith("adaptor.")})
-        self.discriminator_.load_state_dict({k[len("discriminator."):]: v for k, v in tensors.items()
-                                             if k.startswith("discriminator.")})
+        load_modules_state({"adaptor": self.adaptor_, "discriminator": self.discriminator_}, tensors)
         self.adaptor_.to(c.device).eval()
         self.discriminator_.to(c.device).eval()
-
-
-def _pool_channels(features: torch.Tensor, dim: int) -> torch.Tensor:
-    """Adaptive average pooling over the channel axis of (B, C, h, w) to ``dim`` channels."""
-    b, c, h, w = features.shape
-    flat = features.permute(0, 2, 3, 1).reshape(b * h * w, 1, c)
-    return F.adaptive_avg_pool1d(flat, dim).reshape(b, h, w, dim).permute(0, 3, 1, 2)
