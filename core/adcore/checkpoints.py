@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from adcore import fs
+from adcore.state import load_modules_state, modules_state
 
 TENSORS_FILE = "state.safetensors"
 META_FILE = "state.json"
@@ -83,11 +84,10 @@ def save(place: Place, epoch: int, history: list[float], objects: Mapping[str, S
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {"format": FORMAT, "fingerprint": place.fingerprint, "epoch": epoch,
                             "history": history, "optimisers": {}, "numpy_rngs": {}}
+    modules = {name: obj for name, obj in objects.items() if isinstance(obj, nn.Module)}
+    tensors.update(modules_state(modules, prefix="module."))
     for name, obj in objects.items():
-        if isinstance(obj, nn.Module):
-            for key, value in obj.state_dict().items():
-                tensors[f"module.{name}.{key}"] = value
-        else:
+        if not isinstance(obj, nn.Module):
             state = obj.state_dict()
             scalars: dict[str, dict[str, Any]] = {}
             for index, slots in state["state"].items():
@@ -141,11 +141,10 @@ def _restore(place: Place, objects: Mapping[str, Saved], rngs: Mapping[str, Rng]
     if meta.get("fingerprint") != place.fingerprint:
         raise ValueError("it is of another fit (other settings, data or version)")
     tensors = load_file(str(place.folder / TENSORS_FILE))
+    load_modules_state({name: obj for name, obj in objects.items() if isinstance(obj, nn.Module)}, tensors,
+                       prefix="module.")
     for name, obj in objects.items():
-        if isinstance(obj, nn.Module):
-            prefix = f"module.{name}."
-            obj.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        else:
+        if not isinstance(obj, nn.Module):
             saved = meta["optimisers"][name]
             state: dict[int, dict[str, Any]] = {}
             prefix = f"optim.{name}."

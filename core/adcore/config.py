@@ -19,8 +19,8 @@ import attrs
 from adcore.errors import ConfigError
 
 __all__ = ["Interval", "Validator", "as_json_dict", "available_devices", "build", "existing_device",
-           "from_json_dict", "in_range", "one_of", "parse_assignments", "positive_int", "resolve_device",
-           "schedule_field", "strides"]
+           "from_json_dict", "in_range", "odd", "one_of", "parameter_error", "parse_assignments", "positive_int",
+           "positive_ints", "resolve_device", "schedule_field", "strides"]
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -30,8 +30,17 @@ def _owner(instance: Any) -> str:
     return name[: -len("Config")] if name.endswith("Config") and name != "Config" else name
 
 
+def parameter_error(owner: str, name: str, rule: str, value: Any) -> ConfigError:
+    """The one sentence every bad parameter gets, for checks that no field validator can make.
+
+    >>> str(parameter_error("PaDiM", "n_features", "at most 160", 200))
+    "The 'n_features' parameter of PaDiM must be at most 160. Got 200 instead."
+    """
+    return ConfigError(f"The '{name}' parameter of {owner} must be {rule}. Got {value!r} instead.")
+
+
 def _fail(instance: Any, attribute: attrs.Attribute, rule: str, value: Any) -> None:
-    raise ConfigError(f"The '{attribute.name}' parameter of {_owner(instance)} must be {rule}. Got {value!r} instead.")
+    raise parameter_error(_owner(instance), attribute.name, rule, value)
 
 
 @attrs.frozen
@@ -107,8 +116,24 @@ def existing_device(instance: Any, attribute: attrs.Attribute, value: Any) -> No
 
 def positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """Validator for an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not (_is_int(value) and value >= 1):
         _fail(instance, attribute, "an int >= 1", value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def odd(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator for an odd int >= 1 (a filter size with a centre)."""
+    if not (_is_int(value) and value >= 1 and value % 2 == 1):
+        _fail(instance, attribute, "an odd int >= 1", value)
+
+
+def positive_ints(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator for a non-empty tuple of ints >= 1."""
+    if not (isinstance(value, tuple) and value and all(_is_int(v) and v >= 1 for v in value)):
+        _fail(instance, attribute, "a non-empty tuple of ints >= 1", value)
 
 
 def strides(allowed: tuple[int, ...] = (4, 8, 16, 32)) -> Validator:

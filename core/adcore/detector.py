@@ -9,7 +9,7 @@ JSON, so loading a model never executes code.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -105,7 +105,7 @@ class Detector(abc.ABC):
         if count == 0:
             raise DataError("cannot fit on an empty training set")
         torch.manual_seed(self.config.seed)
-        self._fit(batches, count)
+        self._fit(_OnDevice(batches, self.config.device), count)
         self.fitted_ = True
         return self
 
@@ -121,12 +121,13 @@ class Detector(abc.ABC):
         """
         self._check_fitted("predict")
         batches, count = _as_batches(images, self.config.batch_size)
+        batches = _OnDevice(batches, self.config.device)
         if progress is not None:
             batches = track_batches(batches, count, progress)
         scores, maps = [], []
         with torch.no_grad():
             for batch in batches:
-                batch_scores, batch_maps = self._predict_batch(batch.to(self.config.device).float())
+                batch_scores, batch_maps = self._predict_batch(batch)
                 scores.append(batch_scores.float().cpu().numpy())
                 maps.append(batch_maps.float().cpu().numpy())
         if not scores:
@@ -177,7 +178,10 @@ class Detector(abc.ABC):
     # -- for subclasses --------------------------------------------------
     @abc.abstractmethod
     def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
-        """Fit on batches of normal images (float, [0, 1]); ``count`` images in all."""
+        """Fit on batches of normal images (float32 in [0, 1], on the config's device); ``count`` in all.
+
+        ``batches`` can be iterated again for a second pass.
+        """
 
     @abc.abstractmethod
     def _predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,6 +255,22 @@ def _as_batches(images: Images, batch_size: int) -> tuple[Iterable[torch.Tensor]
         return images, len(images)  # type: ignore[arg-type]
     materialised = list(images)
     return materialised, sum(len(b) for b in materialised)
+
+
+class _OnDevice:
+    """Batches as float32 tensors on the detector's device, as re-iterable as their source.
+
+    The base class moves them for ``_fit`` and ``_predict_batch`` alike, so no
+    plugin has to (and none forgets to).
+    """
+
+    def __init__(self, batches: Iterable[torch.Tensor], device: str) -> None:
+        self.batches = batches
+        self.device = device
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for batch in self.batches:
+            yield batch.to(self.device).float()
 
 
 def _plugin_of(cls: type) -> dict[str, str]:

@@ -28,6 +28,7 @@ from adcore import __version__
 from adcore.config import from_json_dict
 from adcore.detector import (CONFIG_FILE, LOSS_HISTORY, MODEL_FORMAT, MODEL_FORMAT_VERSION, TENSORS_FILE, Detector)
 from adcore.errors import AdcoreError, ModelFileError
+from adcore.state import modules_state
 
 __all__ = ["IMAGE_SIZE_RANGE", "TensorSpec", "module_specs", "open_model"]
 
@@ -58,8 +59,7 @@ class TensorSpec:
 
 def module_specs(modules: Mapping[str, nn.Module]) -> dict[str, TensorSpec]:
     """Specs of freshly built modules' state dicts, named ``<prefix>.<key>`` as detectors save them."""
-    return {f"{prefix}.{key}": TensorSpec(tuple(value.shape), value.dtype)
-            for prefix, module in modules.items() for key, value in module.state_dict().items()}
+    return {key: TensorSpec(tuple(value.shape), value.dtype) for key, value in modules_state(modules).items()}
 
 
 def open_model(folder: Path, device: str | None = None) -> tuple[Detector, dict[str, torch.Tensor], dict[str, Any]]:

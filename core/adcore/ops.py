@@ -1,13 +1,14 @@
-"""Tensor operations several methods share: smoothing and upsampling of anomaly maps."""
+"""Tensor operations several methods share: smoothing and upsampling of maps, crops and padding of images."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_blur", "upsample_maps"]
+__all__ = ["crop_windows", "gaussian_blur", "pad_to_multiple", "resize_to", "upsample_maps"]
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -45,8 +46,39 @@ def _blur_matrix(n: int, sigma: float, dtype: torch.dtype, device: torch.device)
     return matrix.to(device=device, dtype=dtype)
 
 
+def resize_to(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, C, h, w) maps to ``size`` (no-op when equal); the one resize of tensors."""
+    if tuple(features.shape[-2:]) == tuple(size):
+        return features
+    return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+
+
 def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear upsampling of (B, h, w) score maps to ``size``."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    return resize_to(maps.unsqueeze(1), size).squeeze(1)
+
+
+def pad_to_multiple(images: torch.Tensor, divisor: int) -> torch.Tensor:
+    """Pad the bottom and right of (B, C, H, W) images so both sides are multiples of ``divisor``.
+
+    Reflect padding, so the padded border looks like image content to a
+    convolutional network; replicate where the image is too small to reflect.
+    """
+    height, width = images.shape[-2:]
+    pad_h, pad_w = (-height) % divisor, (-width) % divisor
+    if not (pad_h or pad_w):
+        return images
+    mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
+    return F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def crop_windows(images: torch.Tensor, tops: Sequence[int], lefts: Sequence[int],
+                 size: tuple[int, int]) -> torch.Tensor:
+    """One ``size`` window of each image, its top-left corner at (tops[i], lefts[i]).
+
+    The caller draws the corners with its own generator, so a training run stays
+    reproducible from its seed.
+    """
+    height, width = size
+    return torch.stack([image[:, int(t): int(t) + height, int(l): int(l) + width]
+                        for image, t, l in zip(images, tops, lefts)])

@@ -20,25 +20,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adcore.config import in_range, positive_int, schedule_field
+from adcore.config import in_range, odd, positive_int, schedule_field
 from adcore.detector import Detector, DetectorConfig
-from adcore.errors import ConfigError
-from adcore.ops import gaussian_blur
+from adcore.ops import crop_windows, gaussian_blur, pad_to_multiple
+from adcore.state import load_modules_state, modules_state
 from adcore.training import cache_features, train
 
 from adcore_plugin_draem.losses import focal_loss, reconstruction_loss
-from adcore_plugin_draem.network import (DiscriminativeSubNetwork, ReconstructiveSubNetwork, init_weights,
-                                         pad_to_multiple)
+from adcore_plugin_draem.network import DIVISOR, DiscriminativeSubNetwork, ReconstructiveSubNetwork, init_weights
 from adcore_plugin_draem.simulate import FolderTextures, procedural_textures, rotate_some, simulate
 
 #: Epochs of the paper / official training script.
 PAPER_EPOCHS = 700
-
-
-
-def _odd(instance, attribute, value):  # type: ignore[no-untyped-def]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ConfigError(f"The '{attribute.name}' parameter of DRAEM must be an odd int >= 1. Got {value!r} instead.")
 
 
 #: Named training schedules: "cpu" is the default (the field defaults); "paper" the
@@ -99,7 +92,7 @@ class DRAEMConfig(DetectorConfig):
     train_crop: int | None = attrs.field(default=128, validator=attrs.validators.optional(positive_int))
     time_budget_s: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(in_range(0, low_open=True)))
-    score_filter: int = attrs.field(default=21, validator=_odd)
+    score_filter: int = attrs.field(default=21, validator=odd)
     sigma: float = attrs.field(default=0.0, validator=in_range(0))
 
 
@@ -133,7 +126,7 @@ class DRAEM(Detector):
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction (B, 3, H, W) and class probabilities (B, 2, H, W) of any-size images."""
         height, width = images.shape[-2:]
-        padded = pad_to_multiple(images).contiguous(memory_format=torch.channels_last)
+        padded = pad_to_multiple(images, DIVISOR).contiguous(memory_format=torch.channels_last)
         reconstruction = self.reconstructive_(padded)
         logits = self.discriminative_(torch.cat([reconstruction, padded], dim=1))  # official order
         return reconstruction[..., :height, :width], logits.softmax(dim=1)[..., :height, :width]
@@ -142,7 +135,7 @@ class DRAEM(Detector):
     def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
         c = self.config
         # No frozen backbone: the training data are the images themselves, decoded once.
-        data = cache_features(lambda images: images.to(c.device).float(), batches, count, desc="draem images")
+        data = cache_features(lambda images: images, batches, count, desc="draem images")
         height, width = data.tensors[0].shape[-2:]
         crop = (min(height, c.train_crop or height), min(width, c.train_crop or width))
         rng = np.random.default_rng(c.seed)
@@ -168,8 +161,7 @@ class DRAEM(Detector):
             if crop != (height, width):
                 tops = rng.integers(0, height - crop[0] + 1, size=len(images))
                 lefts = rng.integers(0, width - crop[1] + 1, size=len(images))
-                images = torch.stack([image[:, t: t + crop[0], l: l + crop[1]]
-                                      for image, t, l in zip(images, tops, lefts)])
+                images = crop_windows(images, tops, lefts, crop)
             images = rotate_some(images, rng, c.rotate_prob)
             augmented, masks = simulate(images, rng, source, c.perlin_threshold, anomaly_prob=c.anomaly_prob)
             reconstruction, probabilities = self._forward(augmented)
@@ -208,9 +200,10 @@ class DRAEM(Detector):
         return scores, gaussian_blur(maps, c.sigma)
 
     def _get_state(self) -> dict[str, torch.Tensor]:
-        state = {f"reconstructive.{k}": v for k, v in self.reconstructive_.state_dict().items()}
-        state.update({f"discriminative.{k}": v for k, v in self.discriminative_.state_dict().items()})
-        return state
+        return modules_state(self._networks())
+
+    def _networks(self) -> dict[str, torch.nn.Module]:
+        return {"reconstructive": self.reconstructive_, "discriminative": self.discriminative_}
 
     def _state_modules(self) -> dict[str, torch.nn.Module]:
         c = self.config
@@ -219,7 +212,6 @@ class DRAEM(Detector):
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self._build()
-        for name, module in (("reconstructive", self.reconstructive_), ("discriminative", self.discriminative_)):
-            prefix = name + "."
-            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        load_modules_state(self._networks(), tensors)
+        for module in self._networks().values():
             module.eval()

@@ -81,13 +81,3 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
-
-
-def pad_to_multiple(images: torch.Tensor, divisor: int = DIVISOR) -> torch.Tensor:
-    """Reflect-pad the bottom and right so both sides are multiples of ``divisor``."""
-    height, width = images.shape[-2:]
-    pad_h, pad_w = (-height) % divisor, (-width) % divisor
-    if not (pad_h or pad_w):
-        return images
-    mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
-    return F.pad(images, (0, pad_w, 0, pad_h), mode=mode)

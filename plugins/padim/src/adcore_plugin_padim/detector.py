@@ -19,8 +19,8 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from adcore.config import in_range, positive_int, strides
-from adcore.errors import ConfigError, DataError, ModelFileError
+from adcore.config import in_range, parameter_error, positive_int, strides
+from adcore.errors import DataError, ModelFileError
 from adcore.features import BackboneConfig, BackboneDetector
 from adcore.modelfile import TensorSpec
 from adcore.ops import gaussian_blur, upsample_maps
@@ -62,8 +62,8 @@ def resolve_n_features(backbone: str, total: int, n_features: int | None) -> int
     if n_features is None:
         return min(PAPER_N_FEATURES.get(backbone, DEFAULT_N_FEATURES), total)
     if n_features > total:
-        raise ConfigError(f"The 'n_features' parameter of PaDiM must be at most {total}, the channels of "
-                          f"backbone '{backbone}' at the chosen layers. Got {n_features} instead.")
+        raise parameter_error("PaDiM", "n_features", f"at most {total}, the channels of backbone '{backbone}' "
+                              "at the chosen layers", n_features)
     return n_features
 
 
@@ -207,7 +207,7 @@ class PaDiM(BackboneDetector):
         accumulator = GaussianAccumulator()
         grid: tuple[int, int] | None = None
         for batch in track_batches(batches, count, "padim features"):
-            embedding, batch_grid = self.embed(batch.to(c.device).float(), channels)
+            embedding, batch_grid = self.embed(batch, channels)
             if grid is None:
                 grid = batch_grid
             elif batch_grid != grid:

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adcore.config import in_range, positive_int, schedule_field, strides
-from adcore.errors import ConfigError
-from adcore.features import BackboneConfig, BackboneDetector, resize_to
-from adcore.ops import gaussian_blur, upsample_maps
+from adcore.config import in_range, parameter_error, positive_int, schedule_field, strides
+from adcore.features import BackboneConfig, BackboneDetector
+from adcore.ops import gaussian_blur, resize_to, upsample_maps
+from adcore.state import load_modules_state, modules_state
 from adcore.training import cache_features, train
 
 #: Epochs of the paper / official code.
@@ -218,8 +218,7 @@ class ReverseDistillation(BackboneDetector):
     def __init__(self, config: ReverseDistillationConfig | None = None, **params: object) -> None:
         super().__init__(config, **params)
         if len(self.config.layers) < 2:
-            raise ConfigError("The 'layers' parameter of ReverseDistillation must name at least 2 strides. "
-                              f"Got {self.config.layers!r} instead.")
+            raise parameter_error("ReverseDistillation", "layers", "at least 2 strides", self.config.layers)
 
     def build(self, channels: Sequence[int], level_strides: Sequence[int],
               non_negative: Sequence[bool]) -> tuple[OCBE, Decoder]:
@@ -276,9 +275,7 @@ class ReverseDistillation(BackboneDetector):
         return total.reshape(total.shape[0], -1).max(dim=1).values, total
 
     def _get_state(self) -> dict[str, torch.Tensor]:
-        state = {f"ocbe.{k}": v for k, v in self.ocbe_.state_dict().items()}
-        state.update({f"decoder.{k}": v for k, v in self.decoder_.state_dict().items()})
-        return state
+        return modules_state({"ocbe": self.ocbe_, "decoder": self.decoder_})
 
     def _state_modules(self) -> dict[str, nn.Module]:
         levels = self.feature_levels()
@@ -288,7 +285,6 @@ class ReverseDistillation(BackboneDetector):
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.ocbe_, self.decoder_ = self.build(*self._teacher_levels())
-        self.ocbe_.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("ocbe.")})
-        self.decoder_.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")})
+        load_modules_state({"ocbe": self.ocbe_, "decoder": self.decoder_}, tensors)
         self.ocbe_.to(self.config.device).eval()
         self.decoder_.to(self.config.device).eval()

@@ -19,9 +19,10 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from adcore.config import in_range, positive_int, schedule_field
+from adcore.config import in_range, odd, positive_int, positive_ints, schedule_field
 from adcore.detector import Detector, DetectorConfig
-from adcore.errors import ConfigError
+from adcore.ops import crop_windows
+from adcore.state import load_modules_state, modules_state
 from adcore.training import cache_features, train
 
 from adcore_plugin_riad.losses import GMS_C, msgms_loss, msgms_map, ssim_loss
@@ -29,20 +30,6 @@ from adcore_plugin_riad.network import UNet, disjoint_masks, inpaint
 
 #: Epochs of the official code / paper setting.
 PAPER_EPOCHS = 300
-
-
-
-def _cell_sizes(instance, attribute, value):  # type: ignore[no-untyped-def]
-    if not (isinstance(value, tuple) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                                       for v in value)):
-        raise ConfigError(f"The '{attribute.name}' parameter of RIAD must be a non-empty tuple of ints >= 1. "
-                          f"Got {value!r} instead.")
-
-
-def _odd_or_none(instance, attribute, value):  # type: ignore[no-untyped-def]
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0):
-        raise ConfigError(f"The '{attribute.name}' parameter of RIAD must be an odd int >= 1 or None. "
-                          f"Got {value!r} instead.")
 
 
 #: Named training schedules: "cpu" is the default (the field defaults); "paper" the
@@ -88,7 +75,7 @@ class RIADConfig(DetectorConfig):
 
     batch_size: int = attrs.field(default=8, validator=positive_int)
     base_width: int = attrs.field(default=8, validator=positive_int)
-    cell_sizes: tuple[int, ...] = attrs.field(default=(2, 4, 8, 16), validator=_cell_sizes)
+    cell_sizes: tuple[int, ...] = attrs.field(default=(2, 4, 8, 16), validator=positive_ints)
     n_masks: int = attrs.field(default=3, validator=in_range(2))
     loss_weight_gms: float = attrs.field(default=1.0, validator=in_range(0))
     loss_weight_ssim: float = attrs.field(default=1.0, validator=in_range(0))
@@ -100,7 +87,7 @@ class RIADConfig(DetectorConfig):
     time_budget_s: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(in_range(0, low_open=True)))
     train_crop: int | None = attrs.field(default=128, validator=attrs.validators.optional(positive_int))
-    smoothing: int | None = attrs.field(default=None, validator=_odd_or_none)
+    smoothing: int | None = attrs.field(default=None, validator=attrs.validators.optional(odd))
 
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
@@ -141,8 +128,7 @@ class RIAD(Detector):
     def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
         c = self.config
         # No frozen backbone: the training data are the images themselves, decoded once, in [-1, 1].
-        data = cache_features(lambda images: to_signed(images.to(c.device).float()), batches, count,
-                              desc="riad images")
+        data = cache_features(to_signed, batches, count, desc="riad images")
         height, width = data.tensors[0].shape[-2:]
         crop_h, crop_w = min(height, c.train_crop or height), min(width, c.train_crop or width)
         self.network_ = UNet(c.base_width).to(c.device)
@@ -153,8 +139,7 @@ class RIAD(Detector):
             if (crop_h, crop_w) != (height, width):
                 tops = torch.randint(height - crop_h + 1, (len(images),), generator=generator).tolist()
                 lefts = torch.randint(width - crop_w + 1, (len(images),), generator=generator).tolist()
-                images = torch.stack([image[:, t: t + crop_h, l: l + crop_w]
-                                      for image, t, l in zip(images, tops, lefts)])
+                images = crop_windows(images, tops, lefts, (crop_h, crop_w))
             k = c.cell_sizes[int(torch.randint(len(c.cell_sizes), (1,), generator=generator))]
             masks = disjoint_masks(crop_h, crop_w, k, c.n_masks, generator).to(c.device)
             reconstruction = inpaint(self.network_, images, masks)
@@ -206,13 +191,12 @@ class RIAD(Detector):
         return maps.flatten(1).max(dim=1).values, maps
 
     def _get_state(self) -> dict[str, torch.Tensor]:
-        state = {f"network.{k}": v for k, v in self.network_.state_dict().items()}
-        return state
+        return modules_state({"network": self.network_})
 
     def _state_modules(self) -> dict[str, torch.nn.Module]:
         return {"network": UNet(self.config.base_width)}
 
     def _set_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.network_ = UNet(self.config.base_width)
-        self.network_.load_state_dict({k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")})
+        load_modules_state({"network": self.network_}, tensors)
         self.network_.to(self.config.device).eval()

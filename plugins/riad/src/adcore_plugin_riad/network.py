@@ -6,8 +6,9 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from adcore.ops import pad_to_multiple
 
 #: Input sides must be multiples of this (four 2x downsamplings); other sizes are reflect-padded.
 DIVISOR = 16
@@ -54,11 +55,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        pad_h, pad_w = (-height) % DIVISOR, (-width) % DIVISOR
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w)
-                      else "replicate")
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = pad_to_multiple(x, DIVISOR).contiguous(memory_format=torch.channels_last)
         skips = []
         for block in self.encoder:
             x = block(x)

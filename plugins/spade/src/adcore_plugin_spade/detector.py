@@ -23,10 +23,10 @@ import torch
 
 from adcore.config import in_range, one_of, positive_int, strides
 from adcore.errors import DataError
-from adcore.features import BackboneConfig, BackboneDetector, resize_to
+from adcore.features import BackboneConfig, BackboneDetector
 from adcore.modelfile import TensorSpec
 from adcore.neighbors import ClusteredIndex, ExactIndex, NeighbourIndex, kmeans
-from adcore.ops import gaussian_blur, upsample_maps
+from adcore.ops import gaussian_blur, resize_to, upsample_maps
 from adcore.progress import track_batches
 
 _STRIDES = (4, 8, 16, 32)
@@ -97,7 +97,7 @@ class Spade(BackboneDetector):
         image_features = pyramid = None
         filled = 0
         for batch in track_batches(batches, count, "spade features"):
-            image, pixels = self.features(batch.to(self.config.device).float())
+            image, pixels = self.features(batch)
             if pyramid is None:
                 image_features = torch.empty(count, image.shape[1], device=image.device)
                 pyramid = torch.empty(count, *pixels.shape[1:], dtype=_DTYPES[self.config.gallery_dtype],
