@@ -374,14 +374,19 @@ def parametrize_with_cli_checks(name: str, assignments: Sequence[str] = (),  # t
                                 interrupt_assignments: Sequence[str] = ("epochs=100000",)):
     """A pytest parametrize decorator over the command-line checks of an installed detector.
 
-    ``assignments`` are ``--set`` values that keep the run quick; the interrupt
-    check adds ``interrupt_assignments`` (enough epochs to still be training).
+    Every detector gets the run -> predict check; those tagged ``trainable`` also
+    the interrupt check. ``assignments`` are ``--set`` values that keep the run
+    quick; the interrupt check adds ``interrupt_assignments`` (enough epochs to
+    still be training).
     """
     import pytest
 
-    checks = [functools.partial(check_run_then_predict, name, tuple(assignments)),
-              functools.partial(check_interrupt_keeps_no_model, name,
-                                (*assignments, *interrupt_assignments))]
+    from adcore.plugins import get_registry
+
+    checks = [functools.partial(check_run_then_predict, name, tuple(assignments))]
+    if get_registry().load_object("detector", name).tags.get("trainable"):
+        checks.append(functools.partial(check_interrupt_keeps_no_model, name,
+                                        (*assignments, *interrupt_assignments)))
     for check, original in zip(checks, CLI_CHECKS):
         functools.update_wrapper(check, original)
-    return pytest.mark.parametrize("check", checks, ids=[c.__name__ for c in CLI_CHECKS])
+    return pytest.mark.parametrize("check", checks, ids=[c.__name__ for c in checks])

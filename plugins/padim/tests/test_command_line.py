@@ -1,0 +1,8 @@
+"""`adcore run` then `adcore predict` give the same scores (the kit's command-line checks for padim)."""
+
+from adcore.testing import parametrize_with_cli_checks
+
+
+@parametrize_with_cli_checks("padim")
+def test_command_line(check):
+    check()
