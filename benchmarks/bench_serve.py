@@ -4,7 +4,9 @@ Fits a PatchCore model with ``adcore run`` (the built-in synthetic data, or
 ``--data`` such as ../shared/data/mvtec3d_tire), serves it on a free loopback
 port, sends ``--requests`` PNG images from ``--clients`` concurrent clients and
 prints throughput, p50/p99 latency, errors and the server's resident memory
-before and after the load. Timings on a shared machine are noisy.
+before the load and after each tenth of it: memory is flat when the last
+tenths stay where the first ones got to (a one-off working set, no leak).
+Timings on a shared machine are noisy.
 
     python benchmarks/bench_serve.py --data ../shared/data/mvtec3d_tire --category tire
 """
@@ -117,10 +119,19 @@ def main() -> None:
             before = rss_mb(process.pid)
             deadline = time.monotonic() + args.max_seconds
 
+            tenths: list[tuple[int, float]] = []
+            done = [0]
+            count_lock = threading.Lock()
+
             def one(i: int) -> tuple[int, float]:
                 if time.monotonic() > deadline:
                     return -1, 0.0
-                return post(url + "predict", bodies[i % len(bodies)])
+                answer = post(url + "predict", bodies[i % len(bodies)])
+                with count_lock:
+                    done[0] += 1
+                    if done[0] % max(1, args.requests // 10) == 0:
+                        tenths.append((done[0], rss_mb(process.pid)))
+                return answer
 
             started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=args.clients) as pool:
@@ -141,6 +152,10 @@ def main() -> None:
         print(f"latency p50 {np.percentile(latencies, 50):.0f} ms, p99 {np.percentile(latencies, 99):.0f} ms, "
               f"max {latencies.max():.0f} ms")
     print(f"server RSS before {before:.0f} MB, after {after:.0f} MB")
+    print("server RSS after n requests: " + ", ".join(f"{n}: {mb:.0f} MB" for n, mb in tenths))
+    if len(tenths) >= 4:
+        half = len(tenths) // 2
+        print(f"growth over the second half of the load: {tenths[-1][1] - tenths[half][1]:+.0f} MB")
 
 
 if __name__ == "__main__":
