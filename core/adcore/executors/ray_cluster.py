@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from adcore.errors import ConfigError
+from adcore.errors import ConfigError, WorkerError
 from adcore.executors import ExecutorOptions, Outcome, attempt, one_line
 
 __all__ = ["RayExecutor", "require_ray"]
@@ -77,6 +77,9 @@ class RayExecutor:
             yield from ActorPool(actors).map(lambda actor, item: actor.run.remote(work, item), items)
         except ray.exceptions.RayTaskError as exc:
             raise exc.cause from None  # the work's own error (bad image, ...), as a local run raises it
+        except ray.exceptions.RayError as exc:  # a worker lost more often than it may be restarted
+            raise WorkerError(f"a Ray worker was lost: {one_line(exc)}; nothing was written. "
+                              "Run the same command again") from None
         finally:
             for actor in actors:
                 ray.kill(actor)
