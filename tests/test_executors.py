@@ -116,13 +116,38 @@ def assert_same_prediction(out: Path, expected: Path) -> None:
     assert all((out / m).read_bytes() == (expected / m).read_bytes() for m in maps)
 
 
+def _run_killing_one_writer(options: BenchmarkOptions) -> dict:
+    """Run the grid, SIGKILL the first worker seen writing a cell (before it publishes), return the summary."""
+    seed0 = options.out / "cells" / "seed0" / "patchcore"
+    results: list[dict] = []
+    grid = threading.Thread(target=lambda: results.append(run_benchmark(options, echo=lambda line: None)))
+    grid.start()
+    killed = False
+    deadline = time.monotonic() + 120
+    while grid.is_alive() and not killed and time.monotonic() < deadline:
+        for marker in seed0.glob(".adcore-staging-*/.adcore.json") if seed0.is_dir() else ():
+            try:
+                pid = json.loads(marker.read_text())["pid"]
+            except (OSError, ValueError):
+                continue  # published meanwhile: then the assertion below says so
+            os.kill(pid, signal.SIGKILL)  # the worker that is writing the cell
+            killed = True
+            assert not (seed0 / "machined_part").exists(), "published before the kill: not killed mid-cell"
+            assert list(seed0.glob(".adcore-staging-*")), "the killed worker's staging folder is there"
+            break
+        time.sleep(0.005)
+    grid.join(timeout=180)
+    assert killed and not grid.is_alive() and len(results) == 1
+    return results[0]
+
+
 # --------------------------------------------------------------------------- this machine
-def test_jobs_grid_equals_serial_grid(baseline, data, tmp_path):
+def test_jobs_grid_equals_serial_grid_with_a_worker_killed_mid_cell(baseline, data, tmp_path):
     out = tmp_path / "bench"
     jobs = ExecutorOptions(jobs=max(2, os.cpu_count() or 1))  # one torch thread each, as in the baseline
-    summary = run_benchmark(_grid(data, out, jobs), echo=lambda line: None)
-    assert summary == {"cells": 2, "ran": 2, "skipped": 0, "failed": []}
-    assert_same_grid(out, baseline)
+    summary = _run_killing_one_writer(_grid(data, out, jobs))
+    assert summary == {"cells": 2, "ran": 2, "skipped": 0, "failed": []}  # the broken pool's cells ran again
+    assert_same_grid(out, baseline)  # also: the retry removed the dead worker's staging folder
 
 
 def test_missing_ray_is_one_line_before_any_work(data, tmp_path, monkeypatch):
@@ -166,28 +191,8 @@ def local_ray(baseline, local_prediction):  # the baselines first: they must not
 def test_ray_grid_equals_local_grid_with_a_worker_killed_mid_cell(local_ray, baseline, data, tmp_path):
     """A worker killed while it writes a cell leaves only its staging folder; the cell runs again, the grid ends."""
     out = tmp_path / "bench"
-    seed0 = out / "cells" / "seed0" / "patchcore"
-    results: list[dict] = []
-    grid = threading.Thread(target=lambda: results.append(run_benchmark(
-        _grid(data, out, ExecutorOptions(kind="ray", retries=1)), echo=lambda line: None)))
-    grid.start()
-    killed_mid_cell = False
-    deadline = time.monotonic() + 120
-    while grid.is_alive() and not killed_mid_cell and time.monotonic() < deadline:
-        for marker in seed0.glob(".adcore-staging-*/.adcore.json") if seed0.is_dir() else ():
-            try:
-                pid = json.loads(marker.read_text())["pid"]
-            except (OSError, ValueError):
-                continue  # published meanwhile: then the assertion below says so
-            os.kill(pid, signal.SIGKILL)  # the worker that is writing the cell
-            killed_mid_cell = not (seed0 / "machined_part").exists()
-            assert killed_mid_cell, "the cell was published before the kill; the test could not kill mid-cell"
-            assert list(seed0.glob(".adcore-staging-*")), "the killed worker's staging folder is there"
-            break
-        time.sleep(0.005)
-    grid.join(timeout=180)
-    assert killed_mid_cell and not grid.is_alive()
-    assert results == [{"cells": 2, "ran": 2, "skipped": 0, "failed": []}]  # the killed cell ran again
+    summary = _run_killing_one_writer(_grid(data, out, ExecutorOptions(kind="ray", retries=1)))
+    assert summary == {"cells": 2, "ran": 2, "skipped": 0, "failed": []}  # the killed cell ran again
     assert_same_grid(out, baseline)  # also: the retry removed the dead worker's staging folder
     again = run_benchmark(_grid(data, out, ExecutorOptions(kind="ray")), echo=lambda line: None)
     assert again == {"cells": 2, "ran": 0, "skipped": 2, "failed": []}  # resume: finished cells are skipped
