@@ -81,7 +81,8 @@ def main() -> None:
 
         timed(f"ray, 2 simulated nodes x {args.node_cpus} CPU", on_two_nodes)
         for name in ("jobs", "ray"):
-            print(f"largest metric difference, {name} vs serial: {largest_difference(root / name, root / 'serial'):.2e}")
+            difference = largest_difference(root / name, root / "serial")
+            print(f"largest metric difference, {name} vs serial: {difference:.2e}")
 
 
 if __name__ == "__main__":

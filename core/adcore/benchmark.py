@@ -31,7 +31,7 @@ import attrs
 
 from adcore import __version__, fs
 from adcore.errors import AdcoreError, ConfigError, DataError
-from adcore.executors import ExecutorOptions, open_executor
+from adcore.executors import ExecutorOptions, Outcome, open_executor
 
 if TYPE_CHECKING:
     from adcore.data import Category
@@ -209,7 +209,7 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
     ``KeyboardInterrupt`` stops the grid at once (finished cells are kept).
     """
     from adcore import runner
-    from adcore.progress import bar, log_line
+    from adcore.progress import bar
 
     if options.image_size < 32:
         raise ConfigError(f"--image-size must be at least 32; got {options.image_size}")
@@ -259,39 +259,24 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
                 progress.update(1)
             else:
                 todo.append((index, cell))
-        jobs = [CellJob(f"[{index}/{len(cells)}] {cell.label()}",
+        runs = [CellJob(f"[{index}/{len(cells)}] {cell.label()}",
                         cell_options(options, cell, per_detector[cell.detector]), by_name[cell.category])
                 for index, cell in todo]
         with contextlib.closing(open_executor(options.executor)) as executor:
             try:
-                for position, outcome in executor.run_each(run_cell, jobs):
-                    cell, prefix = todo[position][1], jobs[position].label
+                for position, outcome in executor.run_each(run_cell, runs):
+                    cell = todo[position][1]
                     progress.set_postfix_str(f"{cell.detector}/{cell.category}/s{cell.seed}", refresh=False)
-                    if outcome.ok and not is_finished(out, cell):
-                        outcome = attrs.evolve(outcome, error=(
-                            f"OutputError: the cell finished on its worker, but {cell.folder(out)} is not "
-                            "visible here; --out must be on storage that every node shares"))
-                    if outcome.ok:
+                    if _settle(out, cell, outcome, failures, lambda line: say(f"{runs[position].label}: {line}")):
                         ran += 1
-                        failures.pop(cell.key(), None)
-                        result = outcome.value
-                        say(f"{prefix}: image AUROC {_fmt(result.get('image_auroc'))}, "
-                            f"pixel AUROC {_fmt(result.get('pixel_auroc'))}, AUPRO {_fmt(result.get('aupro'))} "
-                            f"({outcome.seconds:.1f} s)")
                     else:
                         failed.append(cell)
-                        failures[cell.key()] = {
-                            "detector": cell.detector, "category": cell.category, "seed": cell.seed,
-                            "error": outcome.error, "traceback": outcome.traceback,
-                            "time": _now(), "seconds": outcome.seconds,
-                        }
-                        say(f"{prefix}: FAILED: {outcome.error}")
                     _write_failures(out, _in_grid_order(failures, cells))
                     progress.update(1)
             except KeyboardInterrupt:
                 done = sum(is_finished(out, c) for c in cells)
                 _write_failures(out, _in_grid_order(failures, cells))
-                say(f"interrupted. {done} of {len(cells)} cells are finished and kept; "
+                say(f"Interrupted. {done} of {len(cells)} cells are finished and kept; "
                     f"run the same command again to continue.")
                 raise
     _write_failures(out, _in_grid_order(failures, cells))
@@ -308,6 +293,24 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
         raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed ({', '.join(c.key() for c in failed)}); "
                           f"errors in {out / FAILURES_FILE}")
     return summary
+
+
+def _settle(out: Path, cell: Cell, outcome: Outcome, failures: dict[str, Any], say: Callable[[str], None]) -> bool:
+    """Record how a cell ended (``failures`` is updated) and say so; True when it finished."""
+    if outcome.ok and not is_finished(out, cell):
+        outcome = attrs.evolve(outcome, error=(f"OutputError: the cell finished on its worker, but {cell.folder(out)} "
+                                               "is not visible here; --out must be on storage every node shares"))
+    if outcome.ok:
+        failures.pop(cell.key(), None)
+        result = outcome.value
+        say(f"image AUROC {_fmt(result.get('image_auroc'))}, pixel AUROC {_fmt(result.get('pixel_auroc'))}, "
+            f"AUPRO {_fmt(result.get('aupro'))} ({outcome.seconds:.1f} s)")
+        return True
+    failures[cell.key()] = {"detector": cell.detector, "category": cell.category, "seed": cell.seed,
+                            "error": outcome.error, "traceback": outcome.traceback, "time": _now(),
+                            "seconds": outcome.seconds}
+    say(f"FAILED: {outcome.error}")
+    return False
 
 
 def _check_consistent(out: Path, cells: Sequence[Cell], options: BenchmarkOptions,

@@ -92,7 +92,6 @@ def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path, device: st
     detector, meta, batch_size = loaded
     paths = collect_images(inputs)
     sizes = [image_size(p) for p in paths]  # checks every file before any work
-    size = int(meta.get("image_size", 256))
     batches = [paths[start: start + batch_size] for start in range(0, len(paths), batch_size)]
     parts = []
     with contextlib.closing(open_executor(executor or ExecutorOptions())) as workers, \
