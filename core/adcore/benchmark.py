@@ -9,23 +9,33 @@ count): running the same command again skips finished cells and continues
 where an interrupted run stopped. A cell that fails is recorded in
 ``<out>/failures.json`` and the grid goes on. ``<out>`` carries adcore's marker
 from its creation; a folder that does not is refused before any work.
+
+Cells run where ``options.executor`` says (:mod:`adcore.executors`): in this
+process, in ``--jobs`` local processes, or as Ray tasks. Every cell publishes
+its own folder, so the layout, the tables and the report are the same
+whichever ran it; this module only decides which cells to run and records
+how each ended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
-import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from adcore import __version__, fs
 from adcore.errors import AdcoreError, ConfigError, DataError
+from adcore.executors import ExecutorOptions, Outcome, open_executor
+
+if TYPE_CHECKING:
+    from adcore.data import Category
+    from adcore.runner import RunOptions
 
 GRID_FILE = "benchmark.json"
 FAILURES_FILE = "failures.json"
@@ -56,6 +66,7 @@ class BenchmarkOptions:
     panels: bool = True
     sort: str = "image_auroc"
     command: str = ""
+    executor: ExecutorOptions = attrs.field(factory=ExecutorOptions)
 
     def __attrs_post_init__(self) -> None:
         """Refuse out-of-range numbers (see :mod:`adcore.options`) before any data is read."""
@@ -80,6 +91,24 @@ class Cell:
 
     def key(self) -> str:
         return f"{self.detector}/{self.category}/seed{self.seed}"
+
+
+@attrs.frozen
+class CellJob:
+    """What a worker needs to run one cell: everything ``adcore run`` would get for it."""
+
+    label: str
+    options: RunOptions
+    category: Category
+
+
+def run_cell(job: CellJob) -> dict[str, Any]:
+    """Run one cell (in whichever process the executor chose); its folder appears only when complete."""
+    from adcore import runner
+    from adcore.progress import log_line
+
+    log_line(f"{job.label}: running")
+    return runner.run_category(job.options, job.category)
 
 
 def cell_root(out: Path, seed: int) -> Path:
@@ -180,12 +209,15 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
     ``KeyboardInterrupt`` stops the grid at once (finished cells are kept).
     """
     from adcore import runner
-    from adcore.progress import bar, log_line
+    from adcore.progress import bar
 
     if options.image_size < 32:
         raise ConfigError(f"--image-size must be at least 32; got {options.image_size}")
     if not options.seeds:
         raise ConfigError("--seed needs at least one value")
+    if options.executor.kind == "ray" and options.executor.jobs is not None:
+        raise ConfigError("--jobs is for the local executor; on Ray as many cells run at once as the cluster's "
+                          "resources hold (see --worker-cpus, --worker-memory)")
     detectors = options.detectors
     per_detector = split_assignments(options.assignments, detectors)
     if options.backbone is not None and all(
@@ -216,46 +248,38 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
 
     ran = skipped = 0
     failed: list[Cell] = []
+    todo: list[tuple[int, Cell]] = []
     with bar(total=len(cells), desc="benchmark", unit="cell", position=0) as progress:
         say = progress.write if not progress.disable else echo
         for index, cell in enumerate(cells, start=1):
-            prefix = f"[{index}/{len(cells)}] {cell.label()}"
-            progress.set_postfix_str(f"{cell.detector}/{cell.category}/s{cell.seed}", refresh=False)
             if not options.force and is_finished(out, cell):
                 failures.pop(cell.key(), None)
                 skipped += 1
-                say(f"{prefix}: finished before, skipped")
+                say(f"[{index}/{len(cells)}] {cell.label()}: finished before, skipped")
                 progress.update(1)
-                continue
-            started = time.perf_counter()
-            log_line(f"{prefix}: running")
+            else:
+                todo.append((index, cell))
+        runs = [CellJob(f"[{index}/{len(cells)}] {cell.label()}",
+                        cell_options(options, cell, per_detector[cell.detector]), by_name[cell.category])
+                for index, cell in todo]
+        with contextlib.closing(open_executor(options.executor)) as executor:
             try:
-                result = runner.run_category(cell_options(options, cell, per_detector[cell.detector]),
-                                             by_name[cell.category])
+                for position, outcome in executor.run_each(run_cell, runs):
+                    cell = todo[position][1]
+                    progress.set_postfix_str(f"{cell.detector}/{cell.category}/s{cell.seed}", refresh=False)
+                    if _settle(out, cell, outcome, failures, lambda line: say(f"{runs[position].label}: {line}")):
+                        ran += 1
+                    else:
+                        failed.append(cell)
+                    _write_failures(out, _in_grid_order(failures, cells))
+                    progress.update(1)
             except KeyboardInterrupt:
                 done = sum(is_finished(out, c) for c in cells)
-                _write_failures(out, failures)
-                say(f"{prefix}: interrupted. {done} of {len(cells)} cells are finished and kept; "
+                _write_failures(out, _in_grid_order(failures, cells))
+                say(f"Interrupted. {done} of {len(cells)} cells are finished and kept; "
                     f"run the same command again to continue.")
                 raise
-            except Exception as exc:  # any failure of one cell: record it, go on with the grid
-                failed.append(cell)
-                failures[cell.key()] = {
-                    "detector": cell.detector, "category": cell.category, "seed": cell.seed,
-                    "error": _one_line(exc), "traceback": traceback.format_exc(),
-                    "time": _now(), "seconds": round(time.perf_counter() - started, 3),
-                }
-                _write_failures(out, failures)
-                say(f"{prefix}: FAILED: {_one_line(exc)}")
-            else:
-                ran += 1
-                if failures.pop(cell.key(), None) is not None:
-                    _write_failures(out, failures)
-                say(f"{prefix}: image AUROC {_fmt(result.get('image_auroc'))}, "
-                    f"pixel AUROC {_fmt(result.get('pixel_auroc'))}, AUPRO {_fmt(result.get('aupro'))} "
-                    f"({time.perf_counter() - started:.1f} s)")
-            progress.update(1)
-    _write_failures(out, failures)
+    _write_failures(out, _in_grid_order(failures, cells))
 
     from adcore import report
 
@@ -269,6 +293,24 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
         raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed ({', '.join(c.key() for c in failed)}); "
                           f"errors in {out / FAILURES_FILE}")
     return summary
+
+
+def _settle(out: Path, cell: Cell, outcome: Outcome, failures: dict[str, Any], say: Callable[[str], None]) -> bool:
+    """Record how a cell ended (``failures`` is updated) and say so; True when it finished."""
+    if outcome.ok and not is_finished(out, cell):
+        outcome = attrs.evolve(outcome, error=(f"OutputError: the cell finished on its worker, but {cell.folder(out)} "
+                                               "is not visible here; --out must be on storage every node shares"))
+    if outcome.ok:
+        failures.pop(cell.key(), None)
+        result = outcome.value
+        say(f"image AUROC {_fmt(result.get('image_auroc'))}, pixel AUROC {_fmt(result.get('pixel_auroc'))}, "
+            f"AUPRO {_fmt(result.get('aupro'))} ({outcome.seconds:.1f} s)")
+        return True
+    failures[cell.key()] = {"detector": cell.detector, "category": cell.category, "seed": cell.seed,
+                            "error": outcome.error, "traceback": outcome.traceback, "time": _now(),
+                            "seconds": outcome.seconds}
+    say(f"FAILED: {outcome.error}")
+    return False
 
 
 def _check_consistent(out: Path, cells: Sequence[Cell], options: BenchmarkOptions,
@@ -362,9 +404,10 @@ def _write_failures(out: Path, failures: Mapping[str, Any]) -> None:
         path.unlink()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _in_grid_order(failures: Mapping[str, Any], cells: Sequence[Cell]) -> dict[str, Any]:
+    """Failures in the grid's order whatever order cells finished in (older ones outside the grid last)."""
+    keys = [c.key() for c in cells if c.key() in failures]
+    return {key: failures[key] for key in [*keys, *(k for k in failures if k not in keys)]}
 
 
 def _fmt(value: Any) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["AdcoreError", "ConfigError", "DataError", "ModelFileError", "NotFittedError", "OutputError",
-           "PluginError", "UnknownNameError", "WeightsError"]
+           "PluginError", "UnknownNameError", "WeightsError", "WorkerError"]
 
 
 class AdcoreError(Exception):
@@ -40,3 +40,7 @@ class ModelFileError(AdcoreError):
 
 class OutputError(AdcoreError):
     """An output path is not safe to write: an input, a file, not writable, or not written by adcore."""
+
+
+class WorkerError(AdcoreError):
+    """A worker process or cluster node was lost and the work it held could not be finished."""

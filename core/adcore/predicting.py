@@ -1,8 +1,17 @@
-"""Scoring new images with a saved model: scores, verdicts, heat maps and masks."""
+"""Scoring new images with a saved model: scores, verdicts, heat maps and masks.
+
+The images are scored batch by batch wherever the executor says
+(:mod:`adcore.executors`): in this process, in ``--jobs`` local processes or
+on a Ray actor pool, each worker loading the model once. The batches are the
+ones a local run makes, so every worker scores exactly what this process
+would have, and the outputs are written here, the same way in every case.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,8 +24,10 @@ from adcore import fs, visualize
 from adcore.data.loading import ImageBatches
 from adcore.detector import Prediction, load_model
 from adcore.errors import ConfigError, DataError, ModelFileError
+from adcore.executors import ExecutorOptions, open_executor
 from adcore.imageio import IMAGE_SUFFIXES, image_size, list_images
 from adcore.ops import upsample_maps
+from adcore.progress import bar
 
 #: What `adcore predict --out` holds; only such a folder is ever replaced by another prediction.
 PREDICTIONS = fs.Kind("a predictions folder of adcore predict", "adcore-predictions")
@@ -66,20 +77,31 @@ def load_engine(model_dir: Path, engine: str = "torch",
     return detector, meta, detector.config.batch_size
 
 
-def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path,
-                  device: str | None = None, engine: str = "torch") -> list[dict[str, Any]]:
+def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path, device: str | None = None,
+                  engine: str = "torch", executor: ExecutorOptions | None = None) -> list[dict[str, Any]]:
     """Predict every input image and write heat maps, masks, CSV and JSON under ``out``.
 
     ``out`` is checked before the model is read: it must not be or overlap an
     input, and may hold only an earlier prediction, which is replaced atomically.
     ``engine`` "onnx" reads an export folder of ``adcore export`` instead of a model.
+    The model is loaded here first (a bad one is one line before any worker
+    starts), then once by each worker of ``executor``.
     """
     fs.check_output(out, PREDICTIONS, inputs=[model_dir, *inputs])
-    detector, meta, batch_size = load_engine(model_dir, engine, device)
+    loaded = load_engine(model_dir, engine, device)
+    detector, meta, batch_size = loaded
     paths = collect_images(inputs)
     sizes = [image_size(p) for p in paths]  # checks every file before any work
-    size = int(meta.get("image_size", 256))
-    prediction = detector.predict(ImageBatches(paths, size, batch_size), progress="predict")
+    batches = [paths[start: start + batch_size] for start in range(0, len(paths), batch_size)]
+    parts = []
+    with contextlib.closing(open_executor(executor or ExecutorOptions())) as workers, \
+            bar(total=len(paths), desc="predict", unit="img") as progress:
+        for part in workers.stream(functools.partial(load_engine, model_dir, engine, device), score_batch,
+                                   batches, here=loaded):
+            parts.append(part)
+            progress.update(len(part.scores))
+    prediction = Prediction(scores=np.concatenate([p.scores for p in parts]),
+                            anomaly_maps=np.concatenate([p.anomaly_maps for p in parts]))
     require_finite(paths, prediction)
     image_threshold = meta.get("image_threshold")
     pixel_threshold = meta.get("pixel_threshold")
@@ -108,6 +130,12 @@ def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path,
 
     fs.replace_folder(out, write, PREDICTIONS)
     return rows
+
+
+def score_batch(loaded: tuple[Any, dict[str, Any], int], paths: Sequence[Path]) -> Prediction:
+    """Score one batch of image files with a loaded engine (what every worker runs)."""
+    detector, meta, batch_size = loaded
+    return detector.predict(ImageBatches(list(paths), int(meta.get("image_size", 256)), batch_size), progress=None)
 
 
 def require_finite(paths: Sequence[Path], prediction: Prediction) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from adcore.cli.executor_options import executor_options, where_to_run
 from adcore.cli.run_cmd import parse_set, within
 from adcore.config import resolve_device
 from adcore.options import HOLDOUT, IMAGE_SIZE, SEED
@@ -44,10 +45,17 @@ SORT_CHOICES = ("image_auroc", "pixel_auroc", "aupro", "fit_seconds", "ms_per_im
               help="Device to fit and predict on (auto: a GPU when there is one); default: each detector's own (cpu).")
 @click.option("--sort", default="image_auroc", show_default=True, type=click.Choice(SORT_CHOICES),
               help="Metric the report's summary table is sorted by.")
+@executor_options
 def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None, categories: tuple[str, ...],
               backbone: str | None, image_size: int, assignments: tuple[str, ...], seeds: tuple[int, ...],
-              holdout: float, out: Path, force: bool, no_panels: bool, sort: str, device: str | None) -> None:
-    """Run each detector on each category (and seed) like `adcore run`, one cell at a time.
+              holdout: float, out: Path, force: bool, no_panels: bool, sort: str, device: str | None,
+              executor: str, jobs: int | None, address: str | None, worker_cpus: float,
+              worker_memory: float | None) -> None:
+    """Run each detector on each category (and seed) like `adcore run`.
+
+    Cells run one at a time in this process unless --jobs N runs N at once on
+    this machine or --executor ray runs each as a Ray task on a cluster; the
+    results, tables and report are the same either way.
 
     Finished cells are skipped when the command is run again (use --force to
     redo them), so an interrupted benchmark continues where it stopped. A cell
@@ -64,5 +72,6 @@ def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None
         detectors=resolve_detectors(detectors), data=data, dataset=dataset, categories=categories,
         backbone=backbone, image_size=image_size, assignments=values,
         seeds=tuple(dict.fromkeys(seeds)) or (0,), out=out, holdout=holdout, force=force, panels=not no_panels,
-        sort=sort, command=shlex.join(["adcore", *sys.argv[1:]]))
+        sort=sort, command=shlex.join(["adcore", *sys.argv[1:]]),
+        executor=where_to_run(executor, jobs, address, worker_cpus, worker_memory, values.get("device")))
     run_benchmark(options, echo=click.echo)
