@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from adcore.cli.benchmark_cmd import SORT_CHOICES
+from adcore.report.tables import SORT_KEYS
 
 
 @click.command()
 @click.argument("results", type=click.Path(path_type=Path))
-@click.option("--sort", default="image_auroc", show_default=True, type=click.Choice(SORT_CHOICES),
+@click.option("--sort", default="image_auroc", show_default=True, type=click.Choice(list(SORT_KEYS)),
               help="Metric the summary table is sorted by.")
 def report(results: Path, sort: str) -> None:
     """Write RESULTS/tables/ and RESULTS/report.html from an `adcore benchmark` (or `adcore run`) folder."""

@@ -1,0 +1,169 @@
+"""Reading a results folder: its finished cells, the grid and failures, and each cell's curves and examples."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from adcore.errors import DataError
+
+__all__ = ["Results", "collect", "examples", "image_roc", "pixel_roc", "read_metrics", "read_predictions",
+           "training_log"]
+
+
+@attrs.define
+class Results:
+    """What a results folder holds."""
+
+    root: Path
+    cells: dict[tuple[str, str, int], dict[str, Any]]  # (detector, category, seed) -> its metrics.json
+    folders: dict[tuple[str, str, int], Path]  # (detector, category, seed) -> the cell's folder
+    detectors: list[str]
+    categories: list[str]
+    seeds: list[int]
+    grid: dict[str, Any]
+    failures: dict[tuple[str, str, int], dict[str, Any]]
+
+    def value(self, detector: str, category: str, seed: int, key: str) -> Any:
+        cell = self.cells.get((detector, category, seed))
+        return None if cell is None else cell.get(key)
+
+    def status(self, detector: str, category: str, seed: int) -> str:
+        if (detector, category, seed) in self.cells:
+            return "finished"
+        if (detector, category, seed) in self.failures:
+            return "failed"
+        return "not run"
+
+
+def collect(root: Path) -> Results:
+    """Read every finished cell (and the grid and failures, when present) under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such results folder")
+    grid: dict[str, Any] = {}
+    try:
+        grid = json.loads((root / "benchmark.json").read_text())
+    except (OSError, ValueError):
+        pass
+    paths = sorted((root / "cells").glob("seed*/*/*/metrics.json")) if (root / "cells").is_dir() else []
+    if not paths:
+        paths = sorted(root.glob("*/*/metrics.json"))
+    paths = [p for p in paths if not any(part.startswith(".") for part in p.relative_to(root).parts)]  # staging
+    cells: dict[tuple[str, str, int], dict[str, Any]] = {}
+    folders: dict[tuple[str, str, int], Path] = {}
+    for path in paths:
+        try:
+            metrics = read_metrics(path)
+        except DataError as exc:
+            print(f"Warning: {exc}; skipped", file=sys.stderr, flush=True)
+            continue
+        key = (metrics["detector"], metrics["category"], int(metrics.get("seed", 0) or 0))
+        cells[key], folders[key] = metrics, path.parent
+    failures: dict[tuple[str, str, int], dict[str, Any]] = {}
+    try:
+        for entry in json.loads((root / "failures.json").read_text()):
+            failures[(entry["detector"], entry["category"], int(entry["seed"]))] = entry
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if not cells and not failures:
+        raise DataError(f"{root}: no results found (expected cells/seed<N>/<detector>/<category>/metrics.json "
+                        "from adcore benchmark, or <detector>/<category>/metrics.json from adcore run)")
+    keys = list(cells) + list(failures)
+    detectors = _ordered(grid.get("detectors", []), [k[0] for k in keys])
+    categories = _ordered(grid.get("categories", []), sorted(k[1] for k in keys))
+    seeds = sorted(set(grid.get("seeds", [])) | {k[2] for k in keys})
+    return Results(root, cells, folders, detectors, categories, seeds, grid, failures)
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A cell's metrics.json, if it is adcore's for that very cell; else DataError naming the file."""
+    folder = Path(path).parent
+    try:
+        metrics = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: not readable JSON ({' '.join(str(exc).split())})") from None
+    if (not isinstance(metrics, dict) or metrics.get("detector") != folder.parent.name
+            or metrics.get("category") != folder.name or not isinstance(metrics.get("seed", 0), int)):
+        raise DataError(f"{path}: not adcore's metrics of {folder.parent.name}/{folder.name}")
+    return metrics
+
+
+def _ordered(first: Sequence[Any], more: Sequence[Any]) -> list[Any]:
+    return list(dict.fromkeys([*first, *sorted(set(more) - set(first), key=str)]))
+
+
+
+def read_predictions(folder: Path) -> list[dict[str, Any]]:
+    """Rows of a cell's predictions.csv (image, defect, label, score)."""
+    rows = []
+    try:
+        with open(folder / "predictions.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                try:
+                    flagged = (row.get("predicted_defective") or "").strip()
+                    rows.append({"image": row["image"], "defect": row["defect"], "label": int(row["label"]),
+                                 "score": float(row["score"]),
+                                 "flagged": None if flagged == "" else flagged == "1"})
+                except (KeyError, ValueError):
+                    continue
+    except OSError:
+        pass
+    return rows
+
+
+def image_roc(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Image ROC points recomputed from predictions.csv; None with one class only."""
+    from adcore import metrics
+
+    rows = read_predictions(folder)
+    labels = np.array([r["label"] for r in rows])
+    if len(np.unique(labels)) < 2:
+        return None
+    return metrics.roc_points(labels, np.array([r["score"] for r in rows], dtype=np.float64))
+
+
+def pixel_roc(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pixel ROC points from the cell's roc_pixel.json (fpr, tpr arrays), when the runner wrote it."""
+    try:
+        data = json.loads((folder / "roc_pixel.json").read_text())
+        fpr, tpr = np.asarray(data["fpr"], dtype=float), np.asarray(data["tpr"], dtype=float)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (fpr, tpr) if fpr.shape == tpr.shape and fpr.size >= 2 else None
+
+
+def training_log(folder: Path) -> list[float] | None:
+    """The per-epoch mean losses of a cell's training_log.json (what the runner writes), if any."""
+    try:
+        losses = json.loads((folder / "training_log.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(losses, list) and losses and all(isinstance(v, (int, float)) for v in losses):
+        return [float(v) for v in losses]
+    return None
+
+
+def examples(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Best and worst scored normal and defective test images of a cell."""
+    rows = read_predictions(folder)
+    normal = sorted((r for r in rows if r["label"] == 0), key=lambda r: r["score"])
+    defective = sorted((r for r in rows if r["label"] == 1), key=lambda r: r["score"])
+    chosen = []
+    if normal:
+        chosen.append(("normal, lowest score (best)", normal[0]))
+        if len(normal) > 1:
+            chosen.append(("normal, highest score (worst)", normal[-1]))
+    if defective:
+        chosen.append(("defective, highest score (best)", defective[-1]))
+        if len(defective) > 1:
+            chosen.append(("defective, lowest score (worst)", defective[0]))
+    return chosen
+
