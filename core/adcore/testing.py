@@ -15,10 +15,12 @@ The factory must accept keyword overrides of config fields (``seed``,
 
 from __future__ import annotations
 
+import atexit
 import csv
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,7 +50,9 @@ SIZE = 64
 def _synthetic_root() -> Path:
     from adcore.data import synthetic
 
-    root = Path(tempfile.mkdtemp(prefix="adcore-checks-")) / "synthetic"
+    scratch = tempfile.mkdtemp(prefix="adcore-checks-")
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # the test process's own scratch data set
+    root = Path(scratch) / "synthetic"
     return synthetic.generate(root, categories=("machined_part",), seed=0, size=96,
                               n_train=16, n_test_good=6, n_test_defect=2)
 
