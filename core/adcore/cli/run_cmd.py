@@ -15,7 +15,7 @@ from adcore.errors import ConfigError
 from adcore.options import (EVAL_SIZES, HOLDOUT, IMAGE_SIZE, RESIZE_MODES, SEED, TILE, TILE_OVERLAP, TILE_SCALE,
                             parse_eval_size)
 
-__all__ = ["among", "parse_set", "run", "within"]
+__all__ = ["among", "framing_options", "parse_set", "run", "within"]
 
 
 def within(interval: Interval) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -56,6 +56,33 @@ def parse_set(values: tuple[str, ...]) -> dict[str, str]:
     return parsed
 
 
+def framing_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--resize, --tile, --tile-overlap, --tile-scale and --eval-size: how images are framed, for run and benchmark."""
+    for option in reversed(_FRAMING_OPTIONS):
+        command = option(command)
+    return command
+
+
+_FRAMING_OPTIONS = [
+    click.option("--resize", default="squash", show_default=True, callback=among(RESIZE_MODES),
+                 metavar="|".join(RESIZE_MODES),
+                 help="squash: to the square, aspect ratio lost; keep: longest side to --image-size, aspect ratio "
+                      "kept, the padding never scored nor counted in metrics."),
+    click.option("--tile", default=None, type=int, callback=within(TILE), metavar="SIZE",
+                 help="Cut each image (scaled by --tile-scale, aspect ratio kept) into SIZE x SIZE tiles; maps are "
+                      f"stitched by maximum and the image score is the worst tile's; {TILE.describe()}. "
+                      "--image-size and --resize then do not apply."),
+    click.option("--tile-overlap", default=0.0, show_default=True, type=float, callback=within(TILE_OVERLAP),
+                 metavar="FRACTION", help=f"Share of a tile overlapping its neighbour; {TILE_OVERLAP.describe()}."),
+    click.option("--tile-scale", default=1.0, show_default=True, type=float, callback=within(TILE_SCALE),
+                 metavar="S", help=f"Scale applied before tiling (1 = native resolution); {TILE_SCALE.describe()}."),
+    click.option("--eval-size", default="working", show_default=True,
+                 callback=lambda ctx, param, value: parse_eval_size(value), metavar="|".join(EVAL_SIZES) + "|N",
+                 help="Resolution of pixel metrics: the maps' own (working), each image's file size (native), or a "
+                      "longest side N; native and N are streamed one image at a time (exact pixel AUROC, no AUPRO)."),
+]
+
+
 @click.command()
 @click.option("--detector", "-d", required=True, help="Detector name (see `adcore list detectors`).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
@@ -67,22 +94,7 @@ def parse_set(values: tuple[str, ...]) -> dict[str, str]:
               help="Weights file for the backbone (offline use of timm backbones).")
 @click.option("--image-size", default=256, show_default=True, type=int, callback=within(IMAGE_SIZE),
               help=f"Images are resized to this square (see --resize); {IMAGE_SIZE.describe()}.")
-@click.option("--resize", default="squash", show_default=True, callback=among(RESIZE_MODES),
-              metavar="|".join(RESIZE_MODES),
-              help="squash: to the square, aspect ratio lost; keep: longest side to --image-size, aspect ratio "
-                   "kept, the padding never scored nor counted in metrics.")
-@click.option("--tile", default=None, type=int, callback=within(TILE), metavar="SIZE",
-              help="Cut each image (scaled by --tile-scale, aspect ratio kept) into SIZE x SIZE tiles; maps are "
-                   f"stitched by maximum and the image score is the worst tile's; {TILE.describe()}. "
-                   "--image-size and --resize then do not apply.")
-@click.option("--tile-overlap", default=0.0, show_default=True, type=float, callback=within(TILE_OVERLAP),
-              metavar="FRACTION", help=f"Share of a tile overlapping its neighbour; {TILE_OVERLAP.describe()}.")
-@click.option("--tile-scale", default=1.0, show_default=True, type=float, callback=within(TILE_SCALE),
-              metavar="S", help=f"Scale applied before tiling (1 = native resolution); {TILE_SCALE.describe()}.")
-@click.option("--eval-size", default="working", show_default=True,
-              callback=lambda ctx, param, value: parse_eval_size(value), metavar="|".join(EVAL_SIZES) + "|N",
-              help="Resolution of pixel metrics: the maps' own (working), each image's file size (native), or a "
-                   "longest side N; native and N are streamed one image at a time (exact pixel AUROC, no AUPRO).")
+@framing_options
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Detector parameter (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int, callback=within(SEED),
               help=f"Seed of every random choice; {SEED.describe()}.")
