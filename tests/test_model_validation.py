@@ -35,6 +35,8 @@ ADCORE = Path(sys.executable).with_name("adcore")
 SIZE = 32
 METADATA = {"image_size": SIZE, "image_threshold": 1.0, "pixel_threshold": 2.0, "threshold_source": "holdout",
             "display_range": [0.0, 3.0], "category": "tiny"}
+#: A tiled model's framing (metadata.framing), for the cases that damage it.
+FRAMING = {"resize": "squash", "tile": 64, "tile_overlap": 0.25, "tile_scale": 1.0}
 DELETE = object()
 Mutation = Callable[[Path], None]
 
@@ -181,6 +183,17 @@ CASES: list[tuple[str, Mutation, str, str]] = [
           ("display_range", "one", [1.0]), ("display_range", "reversed", [2.0, 1.0]),
           ("display_range", "string", "0,3"), ("display_range", "nan", [0.0, NAN]), ("display_range", "null", None),
           ("category", "number", 3), ("category", "null", None)]],
+    *[(f"metadata-framing-{kind}", set_field("metadata.framing", value), C, fragment)
+      for kind, value, fragment in [
+          ("string", "tiles", "metadata field 'framing' must be an object"),
+          ("no-tile", {"resize": "squash", "tile_overlap": 0.0, "tile_scale": 1.0}, "'framing.tile' is missing"),
+          ("resize-other", {**FRAMING, "resize": "crop"}, "'framing.resize' must be one of squash, keep"),
+          ("tile-small", {**FRAMING, "tile": 8}, "'framing.tile' must be null or an int in [32, 4096]"),
+          ("tile-float", {**FRAMING, "tile": 64.0}, "'framing.tile'"),
+          ("overlap-one", {**FRAMING, "tile_overlap": 1.0}, "'framing.tile_overlap'"),
+          ("scale-zero", {**FRAMING, "tile_scale": 0}, "'framing.tile_scale'"),
+          ("scale-nan", {**FRAMING, "tile_scale": NAN}, "'framing.tile_scale'"),
+          ("extra", {**FRAMING, "mode": "x"}, "unknown metadata field 'framing.mode'")]],
     ("tensors-missing", remove_file(T), T, "cannot read"),
     ("tensors-garbage", write_file(T, "not tensors"), T, "cannot read"),
     ("tensor-extra", set_tensor("extra", lambda t: torch.zeros(3)), T, "unexpected tensor 'extra'"),
@@ -269,8 +282,9 @@ def test_intact_model_predicts_and_warns_once_about_random_weights(saved: Path, 
 @pytest.mark.parametrize("mutate", [set_field("metadata", {}), set_field("metadata.display_range", DELETE),
                                     set_field("metadata.image_threshold", None),
                                     set_tensor(LOSS_HISTORY, lambda t: torch.tensor([2.0, 1.5])),
-                                    set_field("adcore_version", "0.9.1.dev3")],
-                         ids=["no-metadata", "no-display-range", "no-threshold", "loss-history", "older-minor"])
+                                    set_field("adcore_version", "0.9.1.dev3"), set_field("metadata.framing", FRAMING)],
+                         ids=["no-metadata", "no-display-range", "no-threshold", "loss-history", "older-minor",
+                              "tiled-framing"])
 def test_what_a_model_may_leave_out_or_add_still_loads(model: Path, mutate: Mutation) -> None:
     mutate(model)
     detector, _ = load_model(model)

@@ -58,6 +58,11 @@ class BenchmarkOptions:
     categories: tuple[str, ...] = ()
     backbone: str | None = None
     image_size: int = 256
+    resize: str = "squash"
+    tile: int | None = None
+    tile_overlap: float = 0.0
+    tile_scale: float = 1.0
+    eval_size: str | int = "working"
     assignments: Mapping[str, str] = attrs.field(factory=dict)
     seeds: tuple[int, ...] = (0,)
     out: Path = Path("benchmark")
@@ -186,6 +191,8 @@ def cell_options(options: BenchmarkOptions, cell: Cell, assignments: Mapping[str
             backbone = None  # --backbone applies to the detectors that use one
     return RunOptions(detector=cell.detector, data=options.data, dataset=options.dataset,
                       categories=(cell.category,), backbone=backbone, image_size=options.image_size,
+                      resize=options.resize, tile=options.tile, tile_overlap=options.tile_overlap,
+                      tile_scale=options.tile_scale, eval_size=options.eval_size,
                       assignments=dict(assignments), seed=cell.seed, out=cell_root(options.out, cell.seed),
                       holdout=options.holdout, panels=options.panels, command=options.command)
 
@@ -318,6 +325,7 @@ def _check_consistent(out: Path, cells: Sequence[Cell], options: BenchmarkOption
     """Refuse to mix finished cells made with other settings into this grid (unless --force)."""
     from adcore import runner
     from adcore.config import as_json_dict
+    from adcore.framing import Framing
     from adcore.report import read_metrics
 
     expected: dict[tuple[str, int], dict[str, Any]] = {}
@@ -334,6 +342,11 @@ def _check_consistent(out: Path, cells: Sequence[Cell], options: BenchmarkOption
                        if old.get("config", {}).get(k) != v]
         if old.get("image_size") != options.image_size:
             differences.insert(0, f"image size {old.get('image_size')} -> {options.image_size}")
+        framing, squashed = cell_options(options, cell, {}).framing().metadata(), Framing().metadata()
+        if old.get("framing", squashed) != framing:  # a cell written before framings was squashed
+            differences.insert(0, f"framing {old.get('framing', squashed)} -> {framing}")
+        if old.get("eval_size", "working") != options.eval_size:
+            differences.insert(0, f"eval size {old.get('eval_size', 'working')!r} -> {options.eval_size!r}")
         if differences:
             raise ConfigError(f"{out}: the finished cell {cell.key()} was run with other settings "
                               f"({'; '.join(differences)}). Use --force to rerun every cell, or another --out.")
@@ -342,6 +355,8 @@ def _check_consistent(out: Path, cells: Sequence[Cell], options: BenchmarkOption
 def _write_grid(out: Path, options: BenchmarkOptions, detectors: Sequence[str], categories: Sequence[str],
                 per_detector: Mapping[str, Mapping[str, str]]) -> None:
     """``benchmark.json``: the grid of the latest invocation plus every command that worked on this folder."""
+    from adcore.framing import Framing
+
     previous: dict[str, Any] = {}
     try:
         previous = json.loads((out / GRID_FILE).read_text())
@@ -356,6 +371,9 @@ def _write_grid(out: Path, options: BenchmarkOptions, detectors: Sequence[str], 
         "data": str(options.data) if options.data is not None else None,
         "dataset": options.dataset or ("folder" if options.data is not None else "synthetic"),
         "image_size": options.image_size,
+        "framing": Framing(resize=options.resize, tile=options.tile, tile_overlap=options.tile_overlap,
+                           tile_scale=options.tile_scale).metadata(),
+        "eval_size": options.eval_size,
         "backbone": options.backbone,
         "holdout": options.holdout,
         "panels": options.panels,

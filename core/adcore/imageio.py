@@ -126,15 +126,23 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_rgb(path: Path, size: int | None = None) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8, optionally squashed to size × size."""
+def read_rgb(path: Path, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8, optionally resized to size × size or to (width, height)."""
     image = to_rgb8(_open(path))
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR)
+    target = _target(size)
+    if target is not None and image.size != target:
+        image = image.resize(target, Image.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
 
 
-def read_mask(path: Path, size: int | None = None) -> np.ndarray:
+def _target(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """Pillow's (width, height) for a square side or a (width, height) pair."""
+    if size is None:
+        return None
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def read_mask(path: Path, size: int | tuple[int, int] | None = None) -> np.ndarray:
     """Read a ground-truth mask as (H, W) bool (True = defect), resized with nearest neighbour.
 
     Any non-zero pixel is a defect, at any bit depth (a 16-bit 0/1 mask too).
@@ -142,8 +150,9 @@ def read_mask(path: Path, size: int | None = None) -> np.ndarray:
     and palette masks by the palette colour: whatever shows as black is normal.
     """
     defect = _nonzero(_open(path))
-    if size is not None and defect.shape != (size, size):
-        defect = np.asarray(Image.fromarray(defect).resize((size, size), Image.NEAREST))
+    target = _target(size)
+    if target is not None and defect.shape != target[::-1]:
+        defect = np.asarray(Image.fromarray(defect).resize(target, Image.NEAREST))
     return defect
 
 

@@ -31,14 +31,17 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "StreamedROC",
     "image_auroc",
     "pixel_auroc",
+    "pixel_roc_streamed",
     "aupro",
     "f1_max",
     "threshold_metrics",
@@ -283,7 +286,8 @@ def roc_points(
     return fpr, tpr
 
 
-def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float | None:
+def aupro(masks: np.ndarray | Sequence[np.ndarray], maps: np.ndarray | Sequence[np.ndarray],
+          fpr_limit: float = 0.3) -> float | None:
     """Normalised area under the per-region-overlap (PRO) curve.
 
     Unlike pixel AUROC, every connected defect region has equal weight, so
@@ -299,8 +303,9 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float 
     1.0.  Images with an all-zero mask contribute only normal pixels.
 
     Args:
-        masks: Shape (N, H, W), bool ground-truth masks.
-        maps: Shape (N, H, W), anomaly maps.
+        masks: Shape (N, H, W), bool ground-truth masks, or a sequence of (H_i, W_i)
+            masks of images of different sizes.
+        maps: Anomaly maps shaped as ``masks``.
         fpr_limit: Upper FPR integration limit in (0, 1].
 
     Returns:
@@ -309,24 +314,31 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float 
     """
     if not 0.0 < fpr_limit <= 1.0:
         raise ValueError("fpr_limit must be in (0, 1]")
-    masks = np.asarray(masks).astype(bool, copy=False)
-    maps = np.asarray(maps)
-    _check_same_size(masks, maps, "masks/maps")
-    if masks.ndim != 3:
-        raise ValueError(f"masks/maps must have shape (N, H, W), got {masks.shape}")
-    scores = _as_scores(maps, "maps")
+    if isinstance(masks, np.ndarray) and isinstance(maps, np.ndarray):
+        _check_same_size(masks, maps, "masks/maps")
+        if masks.ndim != 3:
+            raise ValueError(f"masks/maps must have shape (N, H, W), got {masks.shape}")
+    elif len(masks) != len(maps):
+        raise ValueError(f"masks/maps: {len(masks)} masks for {len(maps)} maps")
+    for mask, image_map in zip(masks, maps):
+        _check_same_size(np.asarray(mask), np.asarray(image_map), "masks/maps")
+    scores = _as_scores(np.concatenate([np.asarray(m).reshape(-1) for m in maps]) if len(maps) else np.zeros(0),
+                        "maps")
 
     # Global region ids: 0 = normal pixel, 1..n_regions = defect regions.
-    region_ids = np.zeros(masks.shape, dtype=np.uint32)
+    parts = []
     n_regions = 0
-    for i in range(masks.shape[0]):
-        if not masks[i].any():
-            continue
-        lab, count = ndimage.label(masks[i], structure=_STRUCTURE_8)
-        nz = lab > 0
-        region_ids[i][nz] = lab[nz].astype(np.uint32) + np.uint32(n_regions)
-        n_regions += count
-    region_ids = region_ids.reshape(-1)
+    for mask in masks:
+        mask = np.asarray(mask).astype(bool, copy=False)
+        ids = np.zeros(mask.shape, dtype=np.uint32)
+        if mask.any():
+            lab, count = ndimage.label(mask, structure=_STRUCTURE_8)
+            nz = lab > 0
+            ids[nz] = lab[nz].astype(np.uint32) + np.uint32(n_regions)
+            n_regions += count
+        parts.append(ids.reshape(-1))
+    region_ids = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
+    del parts
 
     sizes = np.bincount(region_ids, minlength=n_regions + 1)
     n_normal = int(sizes[0])
@@ -410,3 +422,87 @@ def threshold_metrics(
     recall = tp / n_pos if n_pos else 0.0
     f1 = 2.0 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+# ---------------------------------------------------------------------------
+# Pixel ROC in bounded memory
+# ---------------------------------------------------------------------------
+
+
+class StreamedROC(NamedTuple):
+    """Pixel ROC counts at every distinct score of a defect pixel (descending).
+
+    Attributes:
+        thresholds: Distinct scores of defect pixels, strictly decreasing.
+        tps: Defect pixels with score >= threshold.
+        fps: Normal pixels with score >= threshold.
+        n_pos: Defect pixels in all.
+        n_neg: Normal pixels in all.
+        twice_area_pn: 2 * AUROC * n_pos * n_neg as an exact integer (ties count half).
+    """
+
+    thresholds: np.ndarray
+    tps: np.ndarray
+    fps: np.ndarray
+    n_pos: int
+    n_neg: int
+    twice_area_pn: int
+
+    @property
+    def auroc(self) -> float | None:
+        """The same value :func:`pixel_auroc` gives on the same pixels held in memory."""
+        if self.n_pos == 0 or self.n_neg == 0:
+            return None
+        return self.twice_area_pn / (2.0 * self.n_pos * self.n_neg)
+
+    def points(self, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """(fpr, tpr) for plotting, from (0, 0) to (1, 1), thinned to at most ``max_points``."""
+        fpr = np.concatenate(([0.0], self.fps / self.n_neg, [1.0]))
+        tpr = np.concatenate(([0.0], self.tps / self.n_pos, [1.0]))
+        if fpr.size > max_points:
+            idx = np.unique(np.linspace(0, fpr.size - 1, max_points).round().astype(np.int64))
+            fpr, tpr = fpr[idx], tpr[idx]
+        return fpr, tpr
+
+
+def pixel_roc_streamed(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> StreamedROC:
+    """Exact pixel ROC of (mask, map) pairs that are never all in memory at once.
+
+    Why not a histogram: binning scores changes the AUROC. Instead the scores of
+    defect pixels (a small share of all pixels) are kept, sorted and counted, and
+    the normal pixels are streamed past them: each normal pixel only adds to the
+    count of the interval between two defect scores it falls in (one
+    ``searchsorted``), and ties with a defect score are counted apart. The
+    Mann-Whitney sum over those counts is the trapezoidal AUROC, exactly, with
+    memory for the defect pixels plus one image.
+
+    Args:
+        pairs: Re-iterable (it is read twice) of ``(mask, map)`` arrays of equal
+            shape per pair; shapes may differ between pairs.
+
+    Returns:
+        A :class:`StreamedROC`.
+    """
+    positives = [np.zeros(0, np.float32)]
+    for mask, image_map in pairs:
+        mask, image_map = np.asarray(mask).astype(bool, copy=False), np.asarray(image_map)
+        _check_same_size(mask, image_map, "masks/maps")
+        positives.append(_as_scores(image_map[mask], "maps").astype(np.float64))
+    values, pos_counts = np.unique(np.concatenate(positives), return_counts=True)  # float32 -> float64 is exact
+    del positives
+    at_or_below = np.zeros(values.size + 1, np.int64)  # normal pixels by how many defect scores lie below them
+    equal = np.zeros(values.size + 1, np.int64)  # normal pixels equal to defect score j
+    for mask, image_map in pairs:
+        mask = np.asarray(mask).astype(bool, copy=False)
+        normal = _as_scores(np.asarray(image_map)[~mask], "maps").astype(np.float64)
+        slot = np.searchsorted(values, normal, side="left")
+        at_or_below += np.bincount(slot, minlength=values.size + 1)
+        tied = values[np.minimum(slot, max(values.size - 1, 0))] == normal if values.size else slot < 0
+        equal += np.bincount(slot[tied], minlength=values.size + 1)
+    n_neg = int(at_or_below.sum())
+    below = np.cumsum(at_or_below)[: values.size] - equal[: values.size]  # normal pixels < defect score j
+    twice = int(np.dot(pos_counts.astype(np.int64), 2 * below + equal[: values.size]))
+    descending = slice(None, None, -1)
+    tps = np.cumsum(pos_counts[descending]).astype(np.int64)
+    fps = (n_neg - below)[descending]
+    return StreamedROC(values[descending], tps, fps, int(pos_counts.sum()), n_neg, twice)

@@ -168,10 +168,38 @@ def _check_metadata(metadata: dict[str, Any], path: Path) -> None:
         "display_range": (lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_number, v))
                           and v[0] <= v[1], "two finite numbers [low, high] with low <= high"),
         "category": (lambda v: isinstance(v, str), "a string"),
+        "framing": (lambda v: isinstance(v, dict), "an object"),
     }
     for key, (fits, rule) in rules.items():
         if key in metadata and not fits(metadata[key]):
             raise ModelFileError(f"{path}: metadata field '{key}' must be {rule}; got {_shown(metadata[key])}")
+    if "framing" in metadata:
+        _check_framing(metadata["framing"], path)
+
+
+def _check_framing(framing: dict[str, Any], path: Path) -> None:
+    """Resizing and tiling: every field present and in range, so predict applies exactly what was fitted.
+
+    The whole field may be absent: models saved before framings existed were squashed.
+    """
+    from adcore.options import RESIZE_MODES, TILE, TILE_OVERLAP, TILE_SCALE
+
+    rules = {
+        "resize": (lambda v: v in RESIZE_MODES, "one of " + ", ".join(RESIZE_MODES)),
+        "tile": (lambda v: v is None or (_is_int(v) and TILE.contains(v)), f"null or {TILE.describe()}"),
+        "tile_overlap": (lambda v: _is_number(v) and TILE_OVERLAP.contains(v), TILE_OVERLAP.describe()),
+        "tile_scale": (lambda v: _is_number(v) and TILE_SCALE.contains(v), TILE_SCALE.describe()),
+    }
+    for key, (fits, rule) in rules.items():
+        if key not in framing:
+            raise ModelFileError(f"{path}: metadata field 'framing.{key}' is missing")
+        if not fits(framing[key]):
+            raise ModelFileError(f"{path}: metadata field 'framing.{key}' must be {rule}; "
+                                 f"got {_shown(framing[key])}")
+    unknown = [key for key in framing if key not in rules]
+    if unknown:
+        raise ModelFileError(f"{path}: unknown metadata field 'framing.{unknown[0]}' "
+                             f"(framing has {', '.join(rules)})")
 
 
 def _fits(value: Any, annotation: Any) -> bool:

@@ -1,4 +1,4 @@
-"""The allowed values of the job options (``--image-size``, ``--seed``, ``--holdout``, quantiles).
+"""The allowed values of the job options (``--image-size``, ``--tile``, ``--seed``, ``--holdout``, quantiles).
 
 One table serves the CLI (which checks while parsing the command line) and
 :class:`~adcore.runner.RunOptions` / :class:`~adcore.benchmark.BenchmarkOptions`
@@ -13,12 +13,24 @@ from typing import Any
 import attrs
 
 from adcore.config import Interval
+from adcore.errors import ConfigError
 
-__all__ = ["HOLDOUT", "IMAGE_SIZE", "QUANTILE", "RULES", "SEED", "check_options"]
+__all__ = ["EVAL_SIZES", "HOLDOUT", "IMAGE_SIZE", "QUANTILE", "RESIZE_MODES", "RULES", "SEED", "TILE", "TILE_OVERLAP",
+           "TILE_SCALE", "check_options", "parse_eval_size"]
 
 #: Side of the square images are resized to: below 32 the backbones' coarsest
 #: stride leaves no feature map; above 4096 one image's features outgrow memory.
 IMAGE_SIZE = Interval(32, 4096, integer=True)
+#: Side of the square tiles of --tile: as --image-size, since a tile is what a detector sees.
+TILE = IMAGE_SIZE
+#: Share of a tile that overlaps its neighbour; 1 would never advance.
+TILE_OVERLAP = Interval(0, 1, high_open=True)
+#: Scale applied before tiling (1 = native resolution); above 4 only invents pixels.
+TILE_SCALE = Interval(0, 4, low_open=True)
+#: How an image becomes the detector's square: squashed (aspect ratio lost) or kept and padded.
+RESIZE_MODES = ("squash", "keep")
+#: Named evaluation sizes; an int is the longest side instead.
+EVAL_SIZES = ("working", "native")
 #: Seeds of torch and numpy generators (numpy's legacy seeding stops at 2**32 - 1).
 SEED = Interval(0, 2**32 - 1, integer=True)
 #: Share of train/good held out for thresholds; 1 would leave nothing to train on.
@@ -27,15 +39,34 @@ HOLDOUT = Interval(0, 1, high_open=True)
 QUANTILE = Interval(0, 1)
 
 RULES: dict[str, Interval] = {"image_size": IMAGE_SIZE, "seed": SEED, "seeds": SEED, "holdout": HOLDOUT,
-                              "image_quantile": QUANTILE, "pixel_quantile": QUANTILE}
+                              "image_quantile": QUANTILE, "pixel_quantile": QUANTILE, "tile": TILE,
+                              "tile_overlap": TILE_OVERLAP, "tile_scale": TILE_SCALE}
 
 
 def check_options(options: Any) -> None:
-    """Refuse any field of an attrs options object that breaks its rule (each item of a tuple such as seeds)."""
+    """Refuse any field of an attrs options object that breaks its rule (each item of a tuple such as seeds).
+
+    None is "not asked for" (no --tile) and passes; the resize mode and the evaluation size are checked too.
+    """
     for attribute in attrs.fields(type(options)):
         rule = RULES.get(attribute.name)
-        if rule is None:
-            continue
         value = getattr(options, attribute.name)
+        if rule is None or value is None:
+            continue
         for item in value if isinstance(value, tuple) else (value,):
             rule.check(options, attribute, item)
+    resize = getattr(options, "resize", "squash")
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"--resize must be one of {', '.join(RESIZE_MODES)}; got {resize!r}")
+    parse_eval_size(getattr(options, "eval_size", "working"))
+
+
+def parse_eval_size(value: str | int) -> str | int:
+    """``--eval-size``: "working" (the maps' own resolution), "native" (each image's), or a longest side."""
+    if isinstance(value, str) and value in EVAL_SIZES:
+        return value
+    text = str(value).strip()
+    if text.isdigit() and IMAGE_SIZE.low <= int(text) <= 8192:
+        return int(text)
+    raise ConfigError(f"--eval-size must be {' or '.join(EVAL_SIZES)} or an int in [{int(IMAGE_SIZE.low)}, 8192] "
+                      f"(the longest side); got {value!r}")

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from adcore import fs, visualize
-from adcore.data.loading import ImageBatches
-from adcore.detector import Prediction, load_model
+from adcore.detector import load_model
 from adcore.errors import ConfigError, DataError, ModelFileError
 from adcore.executors import ExecutorOptions, open_executor
-from adcore.imageio import IMAGE_SUFFIXES, image_size, list_images
+from adcore.framing import Framing, Inspection
+from adcore.imageio import IMAGE_SUFFIXES, list_images
 from adcore.ops import upsample_maps
 from adcore.progress import bar
 
@@ -87,26 +87,29 @@ def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path, device: st
     The model is loaded here first (a bad one is one line before any worker
     starts), then once by each worker of ``executor``.
     """
+    from adcore.runner import peak_rss_mb, reset_peak_rss  # runner imports this module
+
     fs.check_output(out, PREDICTIONS, inputs=[model_dir, *inputs])
+    reset_peak_rss()
     loaded = load_engine(model_dir, engine, device)
     detector, meta, batch_size = loaded
     paths = collect_images(inputs)
-    sizes = [image_size(p) for p in paths]  # checks every file before any work
+    framing = Framing.from_metadata(meta)  # exactly the resizing or tiling the model was fitted with
+    sizes = framing.check_images(paths)  # checks every file before any work
     batches = [paths[start: start + batch_size] for start in range(0, len(paths), batch_size)]
-    parts = []
+    parts: list[Inspection] = []
     with contextlib.closing(open_executor(executor or ExecutorOptions())) as workers, \
             bar(total=len(paths), desc="predict", unit="img") as progress:
         for part in workers.stream(functools.partial(load_engine, model_dir, engine, device), score_batch,
                                    batches, here=loaded):
             parts.append(part)
             progress.update(len(part.scores))
-    prediction = Prediction(scores=np.concatenate([p.scores for p in parts]),
-                            anomaly_maps=np.concatenate([p.anomaly_maps for p in parts]))
-    require_finite(paths, prediction)
+    prediction = Inspection(np.concatenate([p.scores for p in parts]), [m for p in parts for m in p.maps])
+    require_finite(paths, prediction.scores, prediction.maps)
     image_threshold = meta.get("image_threshold")
     pixel_threshold = meta.get("pixel_threshold")
-    vmin, vmax = meta.get("display_range") or [float(prediction.anomaly_maps.min()),
-                                                float(prediction.anomaly_maps.max())]
+    vmin, vmax = meta.get("display_range") or [min(float(m.min()) for m in prediction.maps),
+                                                max(float(m.max()) for m in prediction.maps)]
     names = _unique_stems(paths)
     rows = [{"image": str(path), "score": float(score),
              "anomalous": None if image_threshold is None else bool(score >= image_threshold),
@@ -115,7 +118,7 @@ def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path, device: st
             for path, name, score in zip(paths, names, prediction.scores)]
 
     def write(folder: Path) -> None:
-        for name, (width, height), small_map in zip(names, sizes, prediction.anomaly_maps):
+        for name, (width, height), small_map in zip(names, sizes, prediction.maps):
             full = upsample_maps(torch.from_numpy(small_map)[None], (height, width))[0].numpy()
             visualize.save_heatmap(folder / "heatmaps" / f"{name}.png", full, vmin, vmax)
             if pixel_threshold is not None:
@@ -126,28 +129,29 @@ def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path, device: st
             writer.writerows(rows)
         fs.write_json(folder / "predictions.json", {
             "model": str(model_dir), "detector": detector.name, "engine": engine, "image_threshold": image_threshold,
-            "pixel_threshold": pixel_threshold, "predictions": rows})
+            "pixel_threshold": pixel_threshold, "framing": framing.metadata(), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "predictions": rows})
 
     fs.replace_folder(out, write, PREDICTIONS)
     return rows
 
 
-def score_batch(loaded: tuple[Any, dict[str, Any], int], paths: Sequence[Path]) -> Prediction:
-    """Score one batch of image files with a loaded engine (what every worker runs)."""
+def score_batch(loaded: tuple[Any, dict[str, Any], int], paths: Sequence[Path]) -> Inspection:
+    """Score one batch of image files with a loaded engine, framed as it was fitted (what every worker runs)."""
     detector, meta, batch_size = loaded
-    return detector.predict(ImageBatches(list(paths), int(meta.get("image_size", 256)), batch_size), progress=None)
+    return Framing.from_metadata(meta).predict(detector, list(paths), batch_size, progress=None)
 
 
-def require_finite(paths: Sequence[Path], prediction: Prediction) -> None:
+def require_finite(paths: Sequence[Path], scores: np.ndarray, maps: Sequence[np.ndarray]) -> None:
     """Refuse to turn a NaN or infinite score (or map) into a verdict: name the first such image."""
     if not len(paths):
         return
-    maps_finite = np.isfinite(prediction.anomaly_maps.reshape(len(paths), -1)).all(axis=1)
-    bad = ~(np.isfinite(prediction.scores) & maps_finite)
+    maps_finite = np.array([np.isfinite(m).all() for m in maps], dtype=bool)
+    bad = ~(np.isfinite(scores) & maps_finite)
     if not bad.any():
         return
     first = int(np.argmax(bad))
-    score = float(prediction.scores[first])
+    score = float(scores[first])
     what = "anomaly map" if math.isfinite(score) else f"score ({score})"
     more = int(bad.sum()) - 1
     raise DataError(f"{paths[first]}: the detector gave a non-finite {what} for this image"

@@ -24,9 +24,10 @@ import numpy as np
 from adcore import __version__, checkpoints, fs, metrics, visualize
 from adcore.config import as_json_dict, parse_assignments
 from adcore.data import Category
-from adcore.data.loading import ImageBatches, load_images, load_masks
-from adcore.detector import Detector, Prediction
+from adcore.detector import Detector
 from adcore.errors import AdcoreError, ConfigError, PluginError
+from adcore.evaluation import eval_shape, streamed_pixel_roc
+from adcore.framing import Framing, Inspection
 from adcore.plugins import get_registry
 from adcore.predicting import require_finite
 from adcore.progress import bar, log_line
@@ -49,6 +50,11 @@ class RunOptions:
     categories: tuple[str, ...] = ()
     backbone: str | None = None
     image_size: int = 256
+    resize: str = "squash"
+    tile: int | None = None
+    tile_overlap: float = 0.0
+    tile_scale: float = 1.0
+    eval_size: str | int = "working"
     assignments: Mapping[str, str] = attrs.field(factory=dict)
     seed: int = 0
     out: Path = Path("results")
@@ -60,9 +66,17 @@ class RunOptions:
 
     def __attrs_post_init__(self) -> None:
         """Refuse out-of-range numbers (see :mod:`adcore.options`) before any data is read."""
-        from adcore.options import check_options
+        from adcore.options import check_options, parse_eval_size
 
         check_options(self)
+        if self.tile is None and (self.tile_overlap != 0.0 or self.tile_scale != 1.0):
+            raise ConfigError("--tile-overlap and --tile-scale apply to tiles; add --tile SIZE")
+        self.eval_size = parse_eval_size(self.eval_size)
+
+    def framing(self) -> Framing:
+        """How images are framed for the detector (squash, keep, or tiles)."""
+        return Framing(image_size=self.image_size, resize=self.resize, tile=self.tile,
+                       tile_overlap=self.tile_overlap, tile_scale=self.tile_scale)
 
 
 def make_detector(options: RunOptions) -> Detector:
@@ -99,6 +113,9 @@ def run(options: RunOptions, echo=print) -> list[dict[str, Any]]:  # type: ignor
     fs.check_writable(options.out)
     categories = open_categories(options)
     check_outputs(options, categories)
+    framing = options.framing()
+    for category in categories:  # a tile larger than an image fails here, before the first category is fitted
+        framing.check_images([s.path for s in (*category.train, *category.validation, *category.test)])
     results = []
     for category in categories:
         echo(f"[{options.detector}] {category.name}: {len(category.train)} train, "
@@ -124,42 +141,51 @@ def _targets(options: RunOptions, category: Category) -> tuple[Path, Path]:
 
 def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
     """Fit, calibrate, test and write every output for one category."""
-    size = options.image_size
+    framing = options.framing()
     reset_peak_rss()
     detector = make_detector(options)
     batch = detector.config.batch_size
     train, calibration, source = split_calibration(category, options.holdout, options.seed)
+    test = list(category.test)
+    framing.check_images([s.path for s in train] + [s.path for s in calibration])  # before any fitting
+    native_sizes = framing.check_images([s.path for s in test])
 
     target, checkpoint = _targets(options, category)
     started = time.perf_counter()
     log_line(f"{options.detector}/{category.name}: fitting on {len(train)} images")
     with checkpoints.checkpointing(checkpoint, _fingerprint(options, detector, train)) as place:
-        detector.fit(ImageBatches([s.path for s in train], size, batch))
+        detector.fit(framing.fit_images([s.path for s in train], batch))
     fit_seconds = time.perf_counter() - started
     log_line(f"{options.detector}/{category.name}: fitted in {fit_seconds:.0f} s; "
              f"predicting {len(calibration)} calibration + {len(category.test)} test images")
 
     image_threshold = pixel_threshold = None
     if calibration:
-        normal = detector.predict(ImageBatches([s.path for s in calibration], size, batch), progress="calibrate")
-        require_finite([s.path for s in calibration], normal)
-        image_threshold, pixel_threshold = calibrate(normal.scores, normal.anomaly_maps,
+        normal = framing.predict(detector, [s.path for s in calibration], batch, progress="calibrate")
+        require_finite([s.path for s in calibration], normal.scores, normal.maps)
+        image_threshold, pixel_threshold = calibrate(normal.scores, _flat(normal.maps),
                                                      options.image_quantile, options.pixel_quantile)
+        del normal
 
-    test = list(category.test)
     started = time.perf_counter()
-    prediction = detector.predict(ImageBatches([s.path for s in test], size, batch), progress="test")
+    prediction = framing.predict(detector, [s.path for s in test], batch, progress="test")
     predict_seconds = time.perf_counter() - started
-    require_finite([s.path for s in test], prediction)
+    require_finite([s.path for s in test], prediction.scores, prediction.maps)
 
     labels = np.array([s.label for s in test])
-    masks = load_masks([s.mask_path for s in test], size) if category.has_masks else None
-    result = _metrics(labels, masks, prediction, image_threshold)
+    in_memory = category.has_masks and options.eval_size == "working"
+    masks = [framing.read_mask(s.mask_path, m.shape) for s, m in zip(test, prediction.maps)] if in_memory else None
+    result, pixel_roc = _metrics(labels, masks, prediction, image_threshold)
+    del masks
+    if category.has_masks and not in_memory:
+        pixel_roc = _pixel_at_eval_size(result, test, prediction, native_sizes, options.eval_size)
     result.update({
         "detector": options.detector,
         "category": category.name,
         "backbone": getattr(detector.config, "backbone", None),
-        "image_size": size,
+        "image_size": options.image_size,
+        "framing": framing.metadata(),
+        "eval_size": options.eval_size,
         "image_threshold": image_threshold,
         "pixel_threshold": pixel_threshold,
         "threshold_source": source,
@@ -178,7 +204,7 @@ def run_category(options: RunOptions, category: Category) -> dict[str, Any]:
         "command": options.command,
     })
     _write_atomically(target, lambda folder: _write_outputs(folder, detector, category, result, prediction,
-                                                            labels, masks, options))
+                                                            labels, pixel_roc, options))
     checkpoints.remove(checkpoint)
     return result
 
@@ -188,29 +214,50 @@ def _fingerprint(options: RunOptions, detector: Detector, train: Sequence[Any]) 
     import hashlib
 
     identity = {"detector": options.detector, "config": as_json_dict(detector.config),
-                "image_size": options.image_size, "train": [str(s.path) for s in train],
+                "image_size": options.image_size, "framing": options.framing().metadata(),
+                "train": [str(s.path) for s in train],
                 "adcore": __version__}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _metrics(labels: np.ndarray, masks: np.ndarray | None, prediction: Prediction,
-             image_threshold: float | None) -> dict[str, Any]:
+def _flat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Every pixel of maps or masks of possibly different sizes, as one flat array."""
+    return np.concatenate([a.reshape(-1) for a in arrays]) if len(arrays) else np.zeros(0, np.float32)
+
+
+def _metrics(labels: np.ndarray, masks: list[np.ndarray] | None, prediction: Inspection,
+             image_threshold: float | None) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
+    """Image metrics, and pixel metrics at the working resolution; also the pixel ROC points to plot."""
     scores = prediction.scores
     best = metrics.f1_max(labels, scores)
     at_threshold = (metrics.threshold_metrics(labels, scores, image_threshold)
                     if image_threshold is not None else {"precision": None, "recall": None, "f1": None})
-    has_pixels = masks is not None and masks.any()
+    has_pixels = masks is not None and any(m.any() for m in masks)
+    flat_masks, flat_maps = (_flat(masks), _flat(prediction.maps)) if has_pixels else (None, None)
     values = {
         "image_auroc": metrics.image_auroc(labels, scores),
-        "pixel_auroc": metrics.pixel_auroc(masks, prediction.anomaly_maps) if has_pixels else None,
-        "aupro": metrics.aupro(masks, prediction.anomaly_maps) if has_pixels else None,
+        "pixel_auroc": metrics.pixel_auroc(flat_masks, flat_maps) if has_pixels else None,
+        "aupro": metrics.aupro(masks, prediction.maps) if has_pixels else None,
         "image_f1_max": best[0] if best else None,
         "image_f1_max_threshold_on_test": best[1] if best else None,
         "image_precision": at_threshold["precision"],
         "image_recall": at_threshold["recall"],
         "image_f1": at_threshold["f1"],
     }
-    return {key: _defined(value) for key, value in values.items()}
+    result = {key: _defined(value) for key, value in values.items()}
+    roc = metrics.roc_points(flat_masks, flat_maps) if result["pixel_auroc"] is not None else None
+    return result, roc
+
+
+def _pixel_at_eval_size(result: dict[str, Any], test: Sequence[Any], prediction: Inspection,
+                        native_sizes: Sequence[tuple[int, int]],
+                        eval_size: str | int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pixel AUROC at ``--eval-size``, streamed one image at a time (exact); AUPRO is not computed there."""
+    shapes = [eval_shape(eval_size, size, m.shape) for size, m in zip(native_sizes, prediction.maps)]
+    roc = streamed_pixel_roc(prediction.maps, [s.mask_path for s in test], shapes)
+    result["pixel_auroc"] = _defined(roc.auroc)
+    result["aupro"] = None  # region overlap needs every region's pixels at once; see docs/architecture.md
+    return roc.points() if result["pixel_auroc"] is not None else None
 
 
 def _defined(value: Any) -> Any:
@@ -219,12 +266,12 @@ def _defined(value: Any) -> Any:
 
 
 def _write_outputs(folder: Path, detector: Detector, category: Category, result: dict[str, Any],
-                   prediction: Prediction, labels: np.ndarray, masks: np.ndarray | None,
+                   prediction: Inspection, labels: np.ndarray, pixel_roc: tuple[np.ndarray, np.ndarray] | None,
                    options: RunOptions) -> None:
-    maps = prediction.anomaly_maps
-    vmin, vmax = (float(v) for v in np.percentile(maps[:, ::4, ::4], [1.0, 99.9]))
+    vmin, vmax = (float(v) for v in np.percentile(_flat([m[::4, ::4] for m in prediction.maps]), [1.0, 99.9]))
     detector.save(folder / "model", metadata={
-        "image_size": options.image_size,
+        "image_size": options.framing().input_size,
+        "framing": options.framing().metadata(),
         "image_threshold": result["image_threshold"],
         "pixel_threshold": result["pixel_threshold"],
         "threshold_source": result["threshold_source"],
@@ -247,39 +294,40 @@ def _write_outputs(folder: Path, detector: Detector, category: Category, result:
         fpr, tpr = metrics.roc_points(labels, prediction.scores)
         visualize.save_roc(folder / "roc_image.png", {options.detector: (fpr, tpr, result["image_auroc"])},
                            f"{category.name}: image ROC")
-    if masks is not None and result["pixel_auroc"] is not None:
-        fpr, tpr = metrics.roc_points(masks.ravel(), maps.ravel())
+    if pixel_roc is not None:
+        fpr, tpr = pixel_roc
         visualize.save_roc(folder / "roc_pixel.png", {options.detector: (fpr, tpr, result["pixel_auroc"])},
                            f"{category.name}: pixel ROC")
         # The report overlays every detector's pixel ROC; recomputing it would need all maps again.
         fs.write_json(folder / "roc_pixel.json",
                       {"fpr": fpr.round(6).tolist(), "tpr": tpr.round(6).tolist(), "auroc": result["pixel_auroc"]})
     if options.panels:
-        _write_panels(folder / "panels", category, prediction, masks, result, vmin, vmax, options)
+        _write_panels(folder / "panels", category, prediction, result, vmin, vmax, options)
 
 
-def _write_panels(folder: Path, category: Category, prediction: Prediction, masks: np.ndarray | None,
-                  result: dict[str, Any], vmin: float, vmax: float, options: RunOptions) -> None:
+def _write_panels(folder: Path, category: Category, prediction: Inspection, result: dict[str, Any], vmin: float,
+                  vmax: float, options: RunOptions) -> None:
+    """One panel per test image at the working resolution (the image as the detector saw it, unpadded).
+
+    Masks are read one at a time: at native resolution all of them would not fit.
+    """
     test = list(category.test)
+    framing = options.framing()
     image_threshold, pixel_threshold = result["image_threshold"], result["pixel_threshold"]
     with bar(total=len(test), desc="panels", unit="img") as progress:
-        for start in range(0, len(test), 32):
-            chunk = test[start: start + 32]
-            images = (load_images([s.path for s in chunk], options.image_size).permute(0, 2, 3, 1).numpy() * 255
-                      ).round().astype(np.uint8)
-            for offset, (sample, image) in enumerate(zip(chunk, images)):
-                i = start + offset
-                score = float(prediction.scores[i])
-                verdict = "" if image_threshold is None else (
-                    "  -> DEFECTIVE" if score >= image_threshold else "  -> normal")
-                title = (f"{_relative(sample.path, category.root)}  score {score:.4g}"
-                         + ("" if image_threshold is None else f"  threshold {image_threshold:.4g}") + verdict)
-                gt = masks[i] if masks is not None else (np.zeros(image.shape[:2], bool) if sample.label == 0
-                                                         else None)
-                visualize.save_panel(folder / sample.defect / f"{sample.path.stem}.png", image,
-                                     prediction.anomaly_maps[i], gt_mask=gt, threshold=pixel_threshold,
-                                     vmin=vmin, vmax=vmax, title=title)
-                progress.update(1)
+        for i, sample in enumerate(test):
+            image = framing.read(sample.path)
+            score = float(prediction.scores[i])
+            verdict = "" if image_threshold is None else (
+                "  -> DEFECTIVE" if score >= image_threshold else "  -> normal")
+            title = (f"{_relative(sample.path, category.root)}  score {score:.4g}"
+                     + ("" if image_threshold is None else f"  threshold {image_threshold:.4g}") + verdict)
+            has_mask = category.has_masks or sample.label == 0
+            gt = framing.read_mask(sample.mask_path, prediction.maps[i].shape) if has_mask else None
+            visualize.save_panel(folder / sample.defect / f"{sample.path.stem}.png", image,
+                                 prediction.maps[i], gt_mask=gt, threshold=pixel_threshold,
+                                 vmin=vmin, vmax=vmax, title=title)
+            progress.update(1)
 
 
 def _relative(path: Path, root: Path) -> str:

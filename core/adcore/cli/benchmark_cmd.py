@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from adcore.cli.executor_options import executor_options, where_to_run
-from adcore.cli.run_cmd import parse_set, within
+from adcore.cli.run_cmd import framing_options, parse_set, within
 from adcore.config import resolve_device
 from adcore.options import HOLDOUT, IMAGE_SIZE, SEED
 from adcore.report.tables import SORT_KEYS
@@ -27,7 +27,8 @@ __all__ = ["benchmark"]
 @click.option("--backbone", default=None,
               help="Backbone for the detectors that use one (see `adcore list backbones`).")
 @click.option("--image-size", default=256, show_default=True, type=int, callback=within(IMAGE_SIZE),
-              help=f"Images are resized to this square; {IMAGE_SIZE.describe()}.")
+              help=f"Images are resized to this square (see --resize); {IMAGE_SIZE.describe()}.")
+@framing_options
 @click.option("--set", "assignments", multiple=True, metavar="[DETECTOR.]KEY=VALUE",
               help="Detector parameter (repeatable). 'patchcore.coreset_ratio=0.05' sets it for patchcore only; "
                    "without a prefix it applies to every detector that has the parameter.")
@@ -46,7 +47,8 @@ __all__ = ["benchmark"]
               help="Metric the report's summary table is sorted by.")
 @executor_options
 def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None, categories: tuple[str, ...],
-              backbone: str | None, image_size: int, assignments: tuple[str, ...], seeds: tuple[int, ...],
+              backbone: str | None, image_size: int, resize: str, tile: int | None, tile_overlap: float,
+              tile_scale: float, eval_size: str | int, assignments: tuple[str, ...], seeds: tuple[int, ...],
               holdout: float, out: Path, force: bool, no_panels: bool, sort: str, device: str | None,
               executor: str, jobs: int | None, address: str | None, worker_cpus: float,
               worker_memory: float | None) -> None:
@@ -69,7 +71,8 @@ def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None
         values["device"] = resolve_device(device)  # every detector has the parameter
     options = BenchmarkOptions(
         detectors=resolve_detectors(detectors), data=data, dataset=dataset, categories=categories,
-        backbone=backbone, image_size=image_size, assignments=values,
+        backbone=backbone, image_size=image_size, resize=resize, tile=tile, tile_overlap=tile_overlap,
+        tile_scale=tile_scale, eval_size=eval_size, assignments=values,
         seeds=tuple(dict.fromkeys(seeds)) or (0,), out=out, holdout=holdout, force=force, panels=not no_panels,
         sort=sort, command=shlex.join(["adcore", *sys.argv[1:]]),
         executor=where_to_run(executor, jobs, address, worker_cpus, worker_memory, values.get("device")))

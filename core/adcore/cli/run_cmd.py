@@ -12,9 +12,10 @@ import click
 
 from adcore.config import Interval, resolve_device
 from adcore.errors import ConfigError
-from adcore.options import HOLDOUT, IMAGE_SIZE, SEED
+from adcore.options import (EVAL_SIZES, HOLDOUT, IMAGE_SIZE, RESIZE_MODES, SEED, TILE, TILE_OVERLAP, TILE_SCALE,
+                            parse_eval_size)
 
-__all__ = ["parse_set", "run", "within"]
+__all__ = ["among", "framing_options", "parse_set", "run", "within"]
 
 
 def within(interval: Interval) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -25,9 +26,20 @@ def within(interval: Interval) -> Callable[[click.Context, click.Parameter, Any]
     """
 
     def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        for item in value if isinstance(value, tuple) else (value,):
+        for item in value if isinstance(value, tuple) else (() if value is None else (value,)):
             if not interval.contains(item):
                 raise ConfigError(f"{param.opts[0]} must be {interval.describe()}; got {item!r}")
+        return value
+
+    return check
+
+
+def among(choices: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Click callback refusing a value not in ``choices`` with one line (click.Choice prints a usage block)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value not in choices:
+            raise ConfigError(f"{param.opts[0]} must be one of {', '.join(choices)}; got {value!r}")
         return value
 
     return check
@@ -44,6 +56,33 @@ def parse_set(values: tuple[str, ...]) -> dict[str, str]:
     return parsed
 
 
+def framing_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--resize, --tile, --tile-overlap, --tile-scale and --eval-size: how images are framed, for run and benchmark."""
+    for option in reversed(_FRAMING_OPTIONS):
+        command = option(command)
+    return command
+
+
+_FRAMING_OPTIONS = [
+    click.option("--resize", default="squash", show_default=True, callback=among(RESIZE_MODES),
+                 metavar="|".join(RESIZE_MODES),
+                 help="squash: to the square, aspect ratio lost; keep: longest side to --image-size, aspect ratio "
+                      "kept, the padding never scored nor counted in metrics."),
+    click.option("--tile", default=None, type=int, callback=within(TILE), metavar="SIZE",
+                 help="Cut each image (scaled by --tile-scale, aspect ratio kept) into SIZE x SIZE tiles; maps are "
+                      f"stitched by maximum and the image score is the worst tile's; {TILE.describe()}. "
+                      "--image-size and --resize then do not apply."),
+    click.option("--tile-overlap", default=0.0, show_default=True, type=float, callback=within(TILE_OVERLAP),
+                 metavar="FRACTION", help=f"Share of a tile overlapping its neighbour; {TILE_OVERLAP.describe()}."),
+    click.option("--tile-scale", default=1.0, show_default=True, type=float, callback=within(TILE_SCALE),
+                 metavar="S", help=f"Scale applied before tiling (1 = native resolution); {TILE_SCALE.describe()}."),
+    click.option("--eval-size", default="working", show_default=True,
+                 callback=lambda ctx, param, value: parse_eval_size(value), metavar="|".join(EVAL_SIZES) + "|N",
+                 help="Resolution of pixel metrics: the maps' own (working), each image's file size (native), or a "
+                      "longest side N; native and N are streamed one image at a time (exact pixel AUROC, no AUPRO)."),
+]
+
+
 @click.command()
 @click.option("--detector", "-d", required=True, help="Detector name (see `adcore list detectors`).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
@@ -54,7 +93,8 @@ def parse_set(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--backbone-weights", default=None, type=click.Path(path_type=Path),
               help="Weights file for the backbone (offline use of timm backbones).")
 @click.option("--image-size", default=256, show_default=True, type=int, callback=within(IMAGE_SIZE),
-              help=f"Images are resized to this square; {IMAGE_SIZE.describe()}.")
+              help=f"Images are resized to this square (see --resize); {IMAGE_SIZE.describe()}.")
+@framing_options
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Detector parameter (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int, callback=within(SEED),
               help=f"Seed of every random choice; {SEED.describe()}.")
@@ -66,7 +106,8 @@ def parse_set(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--device", default=None, metavar="cpu|cuda[:N]|mps|auto",
               help="Device to fit and predict on (auto: a GPU when there is one); default: each detector's own (cpu).")
 def run(detector: str, data: Path | None, dataset: str | None, categories: tuple[str, ...], backbone: str | None,
-        backbone_weights: Path | None, image_size: int, assignments: tuple[str, ...], seed: int, holdout: float,
+        backbone_weights: Path | None, image_size: int, resize: str, tile: int | None, tile_overlap: float,
+        tile_scale: float, eval_size: str | int, assignments: tuple[str, ...], seed: int, holdout: float,
         out: Path, no_panels: bool, device: str | None) -> None:
     """Fit DETECTOR on train/good, calibrate thresholds, evaluate on test and write results."""
     from adcore.runner import RunOptions, format_table
@@ -78,8 +119,9 @@ def run(detector: str, data: Path | None, dataset: str | None, categories: tuple
     if device is not None:
         values["device"] = resolve_device(device)
     options = RunOptions(detector=detector, data=data, dataset=dataset, categories=categories, backbone=backbone,
-                         image_size=image_size, assignments=values, seed=seed, out=out, holdout=holdout,
-                         panels=not no_panels, command=shlex.join(["adcore", *sys.argv[1:]]))
+                         image_size=image_size, resize=resize, tile=tile, tile_overlap=tile_overlap,
+                         tile_scale=tile_scale, eval_size=eval_size, assignments=values, seed=seed, out=out,
+                         holdout=holdout, panels=not no_panels, command=shlex.join(["adcore", *sys.argv[1:]]))
     results = run_job(options, echo=click.echo)
     click.echo("")
     click.echo(format_table(results))

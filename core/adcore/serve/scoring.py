@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 
 from adcore import __version__, visualize
-from adcore.errors import DataError
-from adcore.imageio import image_size, read_rgb
+from adcore.errors import ConfigError, DataError
+from adcore.framing import Framing, Inspection
 
 __all__ = ["BadImage", "Scorer"]
 
@@ -55,7 +55,10 @@ class Scorer:
         self.meta = meta
         self.engine = engine
         self.scratch = scratch
-        self.size = int(meta.get("image_size", 256))
+        self.framing = Framing.from_metadata(meta)  # the model's own resizing or tiling, as adcore predict
+        self.size = self.framing.input_size
+        # Tiles per detector call: an export's fixed batch, else the detector's own batch size.
+        self.batch_size = getattr(model, "batch_size", None) or model.config.batch_size
         self.lock = threading.Lock()
         self.info = {"detector": model.name, "category": meta.get("category"), "engine": engine,
                      "image_size": self.size, "adcore_version": __version__}
@@ -68,10 +71,8 @@ class Scorer:
     def score(self, data: bytes, with_map: bool = True) -> dict[str, Any]:
         """The answer for one encoded image (BadImage when it is not one adcore can read)."""
         start = time.perf_counter()
-        pixels, (width, height) = self._decode(data)
-        with self.lock:
-            prediction = self.model.predict(pixels, progress=None)
-        score, small_map = float(prediction.scores[0]), prediction.anomaly_maps[0]
+        prediction, (width, height) = self._inspect(data)
+        score, small_map = float(prediction.scores[0]), prediction.maps[0]
         if not (np.isfinite(score) and np.isfinite(small_map).all()):
             raise BadImage(422, "the detector gave a non-finite score or map for this image; no verdict is possible")
         threshold = self.meta.get("image_threshold")
@@ -88,21 +89,25 @@ class Scorer:
         answer["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 3)
         return answer
 
-    def _decode(self, data: bytes) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _inspect(self, data: bytes) -> tuple[Inspection, tuple[int, int]]:
+        """The framed prediction of one request image and the image's (width, height)."""
         if not data:
             raise BadImage(400, "the request holds no image (empty body)")
         path = self.scratch / f"request-{os.getpid()}-{secrets.token_hex(8)}"
         try:
             path.write_bytes(data)
-            size = image_size(path)
-            array = read_rgb(path, self.size)
+            (size,) = self.framing.check_images([path])
+            with self.lock:
+                prediction = self.framing.predict(self.model, [path], self.batch_size, progress=None)
+        except ConfigError as exc:  # an image smaller than the model's tile
+            raise BadImage(422, str(exc).replace(f"{path}", "the image")) from None
         except DataError as exc:
             message = _PILLOW_FILE.sub("", str(exc).replace(f"{path}: ", ""))
             status = 413 if "decompression bomb" in message else 400
             raise BadImage(status, f"not an image adcore can read: {message}" if status == 400 else message) from None
         finally:
             path.unlink(missing_ok=True)
-        return torch.tensor(array).permute(2, 0, 1)[None].float().div_(255.0), size
+        return prediction, size
 
     def _map_png(self, small_map: np.ndarray) -> str:
         """The map at the working size as a coloured PNG data URL (the page stretches it over the image)."""
