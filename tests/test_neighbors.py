@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adcore.errors import ConfigError
-from adcore.neighbors import ClusteredIndex, ExactIndex, build_index
+from adcore.neighbors import ClusteredIndex, ExactIndex, PartitionedRows, build_index
 
 RTOL = 1e-5
 
@@ -44,6 +44,22 @@ def test_squared_and_bounded_blocks() -> None:
     assert _max_relative(squared.sqrt(), _truth(queries, bank, 3)) < RTOL
     clustered = ClusteredIndex(bank, cells=16, chunk_bytes=4 * 1024)
     assert _max_relative(clustered.search(queries, 3)[0], _truth(queries, bank, 3)) < RTOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_partitioned_rows_search_a_union_of_groups_exactly(dtype: torch.dtype) -> None:
+    """SPADE's galleries: an index over some groups equals brute force over their rows."""
+    rows = _clustered_data(4000, 32, 6).to(dtype)
+    groups = torch.arange(40).repeat_interleave(100)
+    partition = PartitionedRows(rows, groups, cells=24)
+    queries = _clustered_data(300, 32, 7)
+    for chosen in (torch.tensor([3, 17, 5, 39]), torch.arange(40), torch.tensor([0])):
+        subset = rows[(groups.unsqueeze(1) == chosen).any(1)].float()
+        distances, indices = partition.index(chosen).search(queries, 2)
+        assert _max_relative(distances, _truth(queries, subset, 2)) < RTOL
+        assert bool((groups[indices].unsqueeze(-1) == chosen).any(-1).all())  # row numbers of ``rows``
+        torch.testing.assert_close((queries.unsqueeze(1) - rows[indices].float()).norm(dim=2), distances,
+                                   rtol=RTOL, atol=0)
 
 
 def test_k_is_clipped_to_the_bank() -> None:

@@ -24,8 +24,8 @@ import torch
 
 from adcore.errors import ConfigError
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "INDEX_KINDS", "NeighbourIndex", "ExactIndex", "ClusteredIndex",
-           "FaissIndex", "build_index", "kmeans"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "INDEX_KINDS", "NeighbourIndex", "ExactIndex", "ClusteredIndex", "Cells",
+           "PartitionedRows", "FaissIndex", "build_index", "default_cells", "kmeans"]
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20  # one float32 distance block; bounds search memory
 INDEX_KINDS = ("exact", "clustered", "ivf", "hnsw")
@@ -66,36 +66,42 @@ class ClusteredIndex(NeighbourIndex):
 
     Args:
         bank: (M, D) rows to search.
-        cells: number of k-means cells (default about M / 96, at least 1).
-        centres, labels: a precomputed partition to reuse (SPADE assigns its
-            training pixels once and builds one index per gallery).
+        cells: number of k-means cells (default :func:`default_cells`).
         seed: seeds k-means.
     """
 
-    def __init__(self, bank: torch.Tensor, cells: int | None = None, centres: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None, seed: int = 0,
+    def __init__(self, bank: torch.Tensor, cells: int | None = None, seed: int = 0,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         bank = bank.float()
-        if centres is None or labels is None:
-            cells = cells or max(1, bank.shape[0] // 96)
-            centres, labels = kmeans(bank, cells, seed=seed)
-        self.order = labels.argsort(stable=True)
-        self.bank = bank[self.order].contiguous()
-        self.half_sq = 0.5 * (self.bank * self.bank).sum(1)
-        sorted_labels = labels[self.order]
-        counts = torch.bincount(sorted_labels, minlength=centres.shape[0])
-        self.offsets = torch.zeros(centres.shape[0] + 1, dtype=torch.long)
+        centres, labels = kmeans(bank, cells or default_cells(bank.shape[0]), seed=seed)
+        order = labels.argsort(stable=True)
+        bank, labels = bank[order].contiguous(), labels[order]
+        cells_ = Cells(centres)
+        self._setup(bank, order, labels, cells_, 0.5 * (bank * bank).sum(1), _row_norms(bank, cells_.centres, labels),
+                    chunk_bytes)
+
+    @classmethod
+    def from_sorted(cls, bank: torch.Tensor, order: torch.Tensor, labels: torch.Tensor, cells: "Cells",
+                    half_sq: torch.Tensor, spread: torch.Tensor,
+                    chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> "ClusteredIndex":
+        """An index over rows already sorted by cell (``labels`` ascending), with their
+        precomputed |b|²/2 and distances to their centres; ``order`` maps the rows to the
+        caller's row numbers, which ``search`` returns."""
+        index = cls.__new__(cls)
+        index._setup(bank.float().contiguous(), order, labels, cells, half_sq, spread, chunk_bytes)
+        return index
+
+    def _setup(self, bank: torch.Tensor, order: torch.Tensor, labels: torch.Tensor, cells: "Cells",
+               half_sq: torch.Tensor, spread: torch.Tensor, chunk_bytes: int) -> None:
+        self.bank, self.order, self.cells, self.half_sq, self.chunk_bytes = bank, order, cells, half_sq, chunk_bytes
+        counts = torch.bincount(labels, minlength=cells.count)
+        self.offsets = torch.zeros(cells.count + 1, dtype=torch.long)
         self.offsets[1:] = counts.cumsum(0)
-        self.centres = centres.float().contiguous()
-        self.centres_half_sq = 0.5 * (self.centres * self.centres).sum(1)
-        spread = (self.bank - self.centres[sorted_labels]).norm(dim=1)
-        self.radius = torch.zeros(centres.shape[0]).scatter_reduce_(0, sorted_labels, spread, "amax")
-        self.centre_gaps = torch.cdist(self.centres, self.centres)
-        self.chunk_bytes = chunk_bytes
+        self.radius = torch.zeros(cells.count).scatter_reduce_(0, labels, spread, "amax")
         self._bounds = list(zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist()))
 
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = max(1, self.chunk_bytes // (4 * 4 * self.centres.shape[0]))  # a few (rows, cells) buffers
+        rows = max(1, self.chunk_bytes // (4 * 4 * self.cells.count))  # a few (rows, cells) buffers
         best = torch.empty(queries.shape[0], k)
         best_idx = torch.empty(queries.shape[0], k, dtype=torch.long)
         for start in range(0, queries.shape[0], rows):
@@ -106,7 +112,7 @@ class ClusteredIndex(NeighbourIndex):
 
     def _search_chunk(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Nearest cell first (a tight k-th distance), then every cell whose bound beats it."""
-        centre_sq = torch.addmm(self.centres_half_sq, queries, self.centres.t(), alpha=-1.0)
+        centre_sq = torch.addmm(self.cells.half_sq, queries, self.cells.centres.t(), alpha=-1.0)
         home = centre_sq.argmin(1)
         by_home = home.argsort()  # queries sorted by home cell: the first pass reads contiguous slices
         queries, centre_sq, home = queries[by_home], centre_sq[by_home], home[by_home]
@@ -117,12 +123,12 @@ class ClusteredIndex(NeighbourIndex):
         bound = bound.t().contiguous()  # (cells, Q): one row per cell
         best = torch.full((queries.shape[0], k), math.inf)
         best_idx = torch.zeros(queries.shape[0], k, dtype=torch.long)
-        starts = torch.zeros(self.centres.shape[0] + 1, dtype=torch.long)
-        starts[1:] = torch.bincount(home, minlength=self.centres.shape[0]).cumsum(0)
+        starts = torch.zeros(self.cells.count + 1, dtype=torch.long)
+        starts[1:] = torch.bincount(home, minlength=self.cells.count).cumsum(0)
         for cell, (lo, hi) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist())):
             if hi > lo:
                 self._visit(cell, slice(lo, hi), queries, q_sq, best, best_idx)
-        for cell in range(self.centres.shape[0]):
+        for cell in range(self.cells.count):
             wanted = (bound[cell] < best[:, -1] * (1 + _MARGIN)).nonzero().squeeze(1)
             if wanted.numel():
                 self._visit(cell, wanted, queries, q_sq, best, best_idx)
@@ -134,7 +140,7 @@ class ClusteredIndex(NeighbourIndex):
         """Squared lower bounds (Q, cells) on the distance from each query to any row of a cell."""
         ball = (centre_sq.sqrt() - self.radius).clamp_min_(0)
         home_sq = centre_sq.gather(1, home.unsqueeze(1))
-        gap = self.centre_gaps[home].mul_(2).clamp_min_(1e-12)
+        gap = self.cells.gaps[home].mul_(2).clamp_min_(1e-12)
         half_space = (centre_sq - home_sq).div_(gap)  # distance to the bisector with the home centre
         return torch.maximum(ball, half_space).square_()
 
@@ -158,6 +164,65 @@ class ClusteredIndex(NeighbourIndex):
         value, where = merged.topk(best.shape[1], dim=1, largest=False)
         best[rows] = value
         best_idx[rows] = merged_idx.gather(1, where)
+
+
+class Cells:
+    """k-means centres and the distances between them: the geometry the pruning bounds use."""
+
+    def __init__(self, centres: torch.Tensor) -> None:
+        self.centres = centres.float().contiguous()
+        self.count = self.centres.shape[0]
+        self.half_sq = 0.5 * (self.centres * self.centres).sum(1)
+        self.gaps = torch.cdist(self.centres, self.centres)
+
+
+class PartitionedRows:
+    """Rows cut into k-means cells once, so that an exact index over any union of row
+    groups costs one gather, not a new partition (SPADE searches, per test image, the
+    pixels of its K nearest training images).
+
+    Args:
+        rows: (N, D) rows, any float dtype (kept as given; gathered rows become float32).
+        groups: (N,) group of every row, 0 .. G - 1 (SPADE: the training image).
+        cells: number of k-means cells over all rows.
+        seed: seeds k-means.
+    """
+
+    def __init__(self, rows: torch.Tensor, groups: torch.Tensor, cells: int, seed: int = 0,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        centres, labels = kmeans(rows, cells, seed=seed)
+        self.rows, self.cells, self.chunk_bytes = rows, Cells(centres), chunk_bytes
+        self.order = labels.argsort(stable=True)
+        self.labels = labels[self.order]
+        self.groups = groups[self.order]
+        self.group_count = int(groups.max()) + 1 if groups.numel() else 0
+        step = max(1, DEFAULT_CHUNK_BYTES // (4 * max(1, rows.shape[1])))
+        self.half_sq = torch.cat([0.5 * rows[self.order[lo: lo + step]].float().square().sum(1)
+                                  for lo in range(0, rows.shape[0], step)])
+        self.spread = torch.cat([_row_norms(rows[self.order[lo: lo + step]].float(), self.cells.centres,
+                                            self.labels[lo: lo + step]) for lo in range(0, rows.shape[0], step)])
+
+    def index(self, chosen: torch.Tensor) -> ClusteredIndex:
+        """Exact index over the rows of the groups ``chosen``; it returns row numbers of ``rows``."""
+        wanted = torch.zeros(self.group_count, dtype=torch.bool)
+        wanted[chosen] = True
+        keep = wanted[self.groups].nonzero().squeeze(1)
+        order = self.order[keep]
+        return ClusteredIndex.from_sorted(torch.index_select(self.rows, 0, order), order, self.labels[keep], self.cells,
+                                          self.half_sq[keep], self.spread[keep], self.chunk_bytes)
+
+
+def default_cells(rows: int) -> int:
+    """About sqrt(rows / 10) cells: a query pays one product per cell centre plus the rows of
+    the cells it visits (typically a tenth of the bank), and sqrt(visited · rows) balances the two."""
+    return max(1, round(math.sqrt(rows / 10)))
+
+
+def _row_norms(bank: torch.Tensor, centres: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """|row - its cell's centre| for every row, in bounded blocks."""
+    step = max(1, DEFAULT_CHUNK_BYTES // (4 * max(1, bank.shape[1])))
+    return torch.cat([(bank[lo: lo + step] - centres[labels[lo: lo + step]]).norm(dim=1)
+                      for lo in range(0, bank.shape[0], step)]) if bank.shape[0] else torch.zeros(0)
 
 
 class FaissIndex(NeighbourIndex):

@@ -45,8 +45,9 @@ class PatchCoreConfig(BackboneConfig):
         coreset_start_points: random points initialising the greedy selection (official: 10).
         num_neighbors: b, bank neighbours in the image-score re-weighting (paper: 9).
         sigma: Gaussian smoothing of the anomaly map, in pixels (paper: 4).
-        index: nearest-neighbour search, "exact" (default), "clustered" (exact, pruned)
-            or faiss's approximate "ivf" / "hnsw" (``pip install adcore[ann]``).
+        index: nearest-neighbour search, "clustered" (default: exact, skips k-means cells
+            that cannot hold a nearer entry), "exact" (blocked brute force, the same
+            scores) or faiss's approximate "ivf" / "hnsw" (``pip install adcore[ann]``).
         coreset_exact_limit: banks up to this many patches get the exact greedy
             coreset; larger ones are cut into shards of at most this size.
         memory_budget_mb: training patch features above this size are streamed to a
@@ -62,7 +63,7 @@ class PatchCoreConfig(BackboneConfig):
     coreset_start_points: int = attrs.field(default=10, validator=positive_int)
     num_neighbors: int = attrs.field(default=9, validator=positive_int)
     sigma: float = attrs.field(default=4.0, validator=in_range(0))
-    index: str = attrs.field(default="exact", validator=one_of(*INDEX_KINDS))
+    index: str = attrs.field(default="clustered", validator=one_of(*INDEX_KINDS))
     coreset_exact_limit: int = attrs.field(default=500_000, validator=positive_int)
     memory_budget_mb: int = attrs.field(default=2048, validator=positive_int)
 

@@ -25,7 +25,7 @@ from adcore.config import in_range, one_of, positive_int, strides
 from adcore.errors import DataError
 from adcore.features import BackboneConfig, BackboneDetector
 from adcore.modelfile import TensorSpec
-from adcore.neighbors import ClusteredIndex, ExactIndex, NeighbourIndex, kmeans
+from adcore.neighbors import ExactIndex, NeighbourIndex, PartitionedRows
 from adcore.ops import gaussian_blur, resize_to, upsample_maps
 from adcore.progress import track_batches
 
@@ -50,9 +50,9 @@ class SpadeConfig(BackboneConfig):
         sigma: Gaussian smoothing of the anomaly map, in pixels (paper: 4).
         gallery_dtype: storage type of the cached training pyramids, "float16"
             (half the memory; distances are still computed in float32) or "float32".
-        index: pixel-gallery search, "exact" (blocked brute force) or "clustered" (also
-            exact: k-means cells of the training pixels, cells that cannot hold a nearer
-            feature skipped; not faster on the shared 2-core machine, see the README).
+        index: pixel-gallery search, "clustered" (default: exact; the training pixels are cut
+            into k-means cells once, and cells that cannot hold a nearer feature are skipped)
+            or "exact" (blocked brute force, the same scores).
         pixel_cells: k-means cells of the training pixels for the clustered search.
     """
 
@@ -62,8 +62,8 @@ class SpadeConfig(BackboneConfig):
     k_pixels: int = attrs.field(default=1, validator=positive_int)
     sigma: float = attrs.field(default=4.0, validator=in_range(0))
     gallery_dtype: str = attrs.field(default="float16", validator=one_of(*_DTYPES))
-    index: str = attrs.field(default="exact", validator=one_of("exact", "clustered"))
-    pixel_cells: int = attrs.field(default=512, validator=positive_int)
+    index: str = attrs.field(default="clustered", validator=one_of("exact", "clustered"))
+    pixel_cells: int = attrs.field(default=256, validator=positive_int)
 
 
 class Spade(BackboneDetector):
@@ -114,20 +114,18 @@ class Spade(BackboneDetector):
         self._prepare()
 
     def _prepare(self) -> None:
-        """The image index and, for the clustered search, every training pixel's k-means cell."""
+        """The image index and, for the clustered search, the training pixels cut into cells once."""
         self._images = ExactIndex(self.image_features_)
         if self.config.index == "clustered":
             n, h, w, c = self.pyramid_.shape
-            self._centres, labels = kmeans(self.pyramid_.reshape(-1, c), self.config.pixel_cells,
-                                           seed=self.config.seed)
-            self._labels = labels.reshape(n, h * w)
+            self._pixels = PartitionedRows(self.pyramid_.reshape(-1, c), torch.arange(n).repeat_interleave(h * w),
+                                           self.config.pixel_cells, seed=self.config.seed)
 
     def _gallery(self, chosen: torch.Tensor) -> NeighbourIndex:
         """Search structure over every position of the training images ``chosen``."""
-        gallery = self.pyramid_[chosen].reshape(-1, self.pyramid_.shape[-1]).float()
-        if self.config.index == "exact":
-            return ExactIndex(gallery)
-        return ClusteredIndex(gallery, centres=self._centres, labels=self._labels[chosen].reshape(-1))
+        if self.config.index == "clustered":
+            return self._pixels.index(chosen)
+        return ExactIndex(self.pyramid_[chosen].reshape(-1, self.pyramid_.shape[-1]).float())
 
     def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image scores (B,) and raw pixel scores (B, h, w) on the pyramid grid."""
