@@ -65,14 +65,14 @@ def timed(function, repeats: int = 2) -> float:  # type: ignore[no-untyped-def]
     return best
 
 
-def run(count: int, kinds: list[str], test_images: int) -> None:
-    detector = PatchCore(batch_size=32)
+def run(count: int, kinds: list[str], test_images: int, coreset_ratio: float) -> None:
+    detector = PatchCore(batch_size=32, coreset_ratio=coreset_ratio)
     started = time.perf_counter()
     detector.fit(SyntheticImages(count))
     fit_s = time.perf_counter() - started
     bank = detector.memory_bank_
-    print(f"[{count} images] fit {fit_s:.1f} s, bank {tuple(bank.shape)}, peak RSS {peak_rss_mb():.0f} MB",
-          flush=True)
+    print(f"[{count} images] fit {fit_s:.1f} s, coreset {coreset_ratio:g}, bank {tuple(bank.shape)}, "
+          f"peak RSS {peak_rss_mb():.0f} MB", flush=True)
     test = next(iter(SyntheticImages(test_images, test_images, seed=1)))
     started = time.perf_counter()
     detector.predict(test, progress=None)
@@ -94,13 +94,14 @@ def run(count: int, kinds: list[str], test_images: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,3000,10000", help="training-set sizes, comma-separated")
-    parser.add_argument("--indices", default="exact,clustered", help="indices to time, e.g. exact,clustered,ivf")
+    parser.add_argument("--indices", default="clustered,exact", help="indices to time, e.g. clustered,exact,ivf")
+    parser.add_argument("--coreset-ratio", type=float, default=0.1, help="PatchCore's coreset_ratio (paper: 0.1, 0.01)")
     parser.add_argument("--test-images", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for count in (int(s) for s in args.sizes.split(",")):
-        run(count, args.indices.split(","), args.test_images)
+        run(count, args.indices.split(","), args.test_images, args.coreset_ratio)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ Three kinds of index share one ``search(queries, k, squared)`` call:
   product computes ``|b|²/2 - q·b`` (one pass less than the full expansion) and the
   chosen neighbours' distances are recomputed directly as ``|q - b|``, so they
   do not carry the expansion's cancellation error.
-- ``"clustered"``: exact too, with fewer products. The bank is cut into k-means
-  cells; a cell is searched for a query only when a lower bound on its distance (ball
-  radius, and the Voronoi half-space of the query's nearest centre) beats the
-  k-th best distance found so far. Results are the same as ``"exact"``'s.
+- ``"clustered"``: exact too, with fewer products, and the default of PatchCore and
+  SPADE. The bank is cut into k-means cells; a cell is searched for a query only when
+  a lower bound on its distance (ball radius, and the Voronoi half-space of the
+  query's nearest centre) beats the k-th best distance found so far. Results are the
+  same as ``"exact"``'s. :class:`PartitionedRows` cuts a row set into cells once and
+  indexes any union of its row groups (SPADE's per-image galleries) with one gather.
 - ``"ivf"`` and ``"hnsw"``: faiss's approximate indices (``pip install
   adcore[ann]``). They can only miss a neighbour, so distances are over-estimates;
   calibrate thresholds with the same index.
@@ -75,10 +77,9 @@ class ClusteredIndex(NeighbourIndex):
         bank = bank.float()
         centres, labels = kmeans(bank, cells or default_cells(bank.shape[0]), seed=seed)
         order = labels.argsort(stable=True)
-        bank, labels = bank[order].contiguous(), labels[order]
-        cells_ = Cells(centres)
-        self._setup(bank, order, labels, cells_, 0.5 * (bank * bank).sum(1), _row_norms(bank, cells_.centres, labels),
-                    chunk_bytes)
+        labels = labels[order]
+        half_sq, spread = _row_stats(bank, order, labels, centres)
+        self._setup(bank[order].contiguous(), order, labels, Cells(centres), half_sq, spread, chunk_bytes)
 
     @classmethod
     def from_sorted(cls, bank: torch.Tensor, order: torch.Tensor, labels: torch.Tensor, cells: "Cells",
@@ -196,11 +197,7 @@ class PartitionedRows:
         self.labels = labels[self.order]
         self.groups = groups[self.order]
         self.group_count = int(groups.max()) + 1 if groups.numel() else 0
-        step = max(1, DEFAULT_CHUNK_BYTES // (4 * max(1, rows.shape[1])))
-        self.half_sq = torch.cat([0.5 * rows[self.order[lo: lo + step]].float().square().sum(1)
-                                  for lo in range(0, rows.shape[0], step)])
-        self.spread = torch.cat([_row_norms(rows[self.order[lo: lo + step]].float(), self.cells.centres,
-                                            self.labels[lo: lo + step]) for lo in range(0, rows.shape[0], step)])
+        self.half_sq, self.spread = _row_stats(rows, self.order, self.labels, self.cells.centres)
 
     def index(self, chosen: torch.Tensor) -> ClusteredIndex:
         """Exact index over the rows of the groups ``chosen``; it returns row numbers of ``rows``."""
@@ -218,11 +215,17 @@ def default_cells(rows: int) -> int:
     return max(1, round(math.sqrt(rows / 10)))
 
 
-def _row_norms(bank: torch.Tensor, centres: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """|row - its cell's centre| for every row, in bounded blocks."""
-    step = max(1, DEFAULT_CHUNK_BYTES // (4 * max(1, bank.shape[1])))
-    return torch.cat([(bank[lo: lo + step] - centres[labels[lo: lo + step]]).norm(dim=1)
-                      for lo in range(0, bank.shape[0], step)]) if bank.shape[0] else torch.zeros(0)
+def _row_stats(rows: torch.Tensor, order: torch.Tensor, labels: torch.Tensor,
+               centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """|b|²/2 and |b - its centre| of the rows ``rows[order]`` (labelled ``labels``), in
+    bounded float32 blocks (``rows`` may be float16)."""
+    step = max(1, DEFAULT_CHUNK_BYTES // (4 * max(1, rows.shape[1])))
+    half_sq, spread = [torch.zeros(0)], [torch.zeros(0)]
+    for lo in range(0, order.numel(), step):
+        block = rows[order[lo: lo + step]].float()
+        half_sq.append(0.5 * block.square().sum(1))
+        spread.append((block - centres[labels[lo: lo + step]]).norm(dim=1))
+    return torch.cat(half_sq), torch.cat(spread)
 
 
 class FaissIndex(NeighbourIndex):
