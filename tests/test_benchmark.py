@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from adcore import runner
+from adcore import outputs, runner
 from adcore.cli.main import cli
 from adcore.config import as_json_dict
+from adcore.results import CategoryResult
 
 
 @pytest.fixture(autouse=True)
@@ -62,8 +63,8 @@ def _fake_run_category(options, category):  # type: ignore[no-untyped-def]
                 panel.parent.mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", (40, 10), (200, 0, 0)).save(panel)
 
-    runner._write_atomically(options.out / options.detector / category.name, write)
-    return result
+    outputs.publish(options.out / options.detector / category.name, write)
+    return CategoryResult.from_json(result)
 
 
 def test_resume_after_interrupt_does_not_repeat_finished_cells(tiny_data, tmp_path, monkeypatch):
