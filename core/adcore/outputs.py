@@ -8,8 +8,8 @@ so a failure or Ctrl-C never leaves half-written output. Layout::
 
     metrics.json            CategoryResult.to_json()
     predictions.csv         image, defect, label, score, predicted_defective
-    roc_image.png           with both classes in the test set
-    roc_pixel.png, .json    with defect pixels (the report overlays the stored points)
+    roc_image.png, .json    with both classes in the test set (the report overlays the stored points)
+    roc_pixel.png, .json    with defect pixels
     training_log.json       a trained detector's loss per epoch
     panels/<defect>/<stem>.png
     model/                  model.safetensors + config.json
@@ -61,18 +61,16 @@ def write_category(folder: Path, result: CategoryResult, detector: Detector, cat
     if losses:
         fs.write_json(folder / "training_log.json", [float(v) for v in losses])
     _write_predictions(folder / "predictions.csv", category, prediction.scores, thresholds.image)
-    if evaluation.image_roc is not None:
-        fpr, tpr = evaluation.image_roc
-        visualize.save_roc(folder / "roc_image.png", {result.detector: (fpr, tpr, result.metrics.image_auroc)},
-                           f"{category.name}: image ROC")
-    if evaluation.pixel_roc is not None:
-        fpr, tpr = evaluation.pixel_roc
-        auroc = result.metrics.pixel_auroc
-        visualize.save_roc(folder / "roc_pixel.png", {result.detector: (fpr, tpr, auroc)},
-                           f"{category.name}: pixel ROC")
-        # The report overlays every detector's pixel ROC; recomputing it would need all maps again.
-        fs.write_json(folder / "roc_pixel.json",
-                      {"fpr": fpr.round(6).tolist(), "tpr": tpr.round(6).tolist(), "auroc": auroc})
+    # The report overlays every detector's curves from these points: the pixel ROC could not be recomputed
+    # without all maps, and the image ROC from predictions.csv only from its rounded scores.
+    for kind, points, auroc in (("image", evaluation.image_roc, result.metrics.image_auroc),
+                                ("pixel", evaluation.pixel_roc, result.metrics.pixel_auroc)):
+        if points is not None:
+            fpr, tpr = points
+            visualize.save_roc(folder / f"roc_{kind}.png", {result.detector: (fpr, tpr, auroc)},
+                               f"{category.name}: {kind} ROC")
+            fs.write_json(folder / f"roc_{kind}.json",
+                          {"fpr": fpr.round(6).tolist(), "tpr": tpr.round(6).tolist(), "auroc": auroc})
     if panels:
         _write_panels(folder / "panels", category, prediction, evaluation.masks, result, framing, vmin, vmax)
 

@@ -1,7 +1,7 @@
 """Tables and the HTML report of a benchmark (or of a plain ``adcore run``) results folder.
 
 Everything here is rebuilt from the files on disk (``metrics.json``,
-``predictions.csv``, panels, the optional ``roc_pixel.json`` and
+``predictions.csv``, panels, the optional ``roc_image.json``, ``roc_pixel.json`` and
 ``training_log.json`` of each cell, and ``benchmark.json``/``failures.json``
 of the grid), so ``adcore report DIR`` never reruns anything. Missing values
 are shown as ``n/a``; nothing is filled in. A corrupt or foreign

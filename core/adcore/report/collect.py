@@ -108,9 +108,13 @@ def read_predictions(folder: Path) -> list[dict[str, Any]]:
 
 
 def image_roc(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """Image ROC points recomputed from predictions.csv; None with one class only."""
+    """Image ROC points from the cell's roc_image.json; recomputed from predictions.csv for a cell written
+    before the runner stored them. None with one class only."""
     from adcore import metrics
 
+    stored = _stored_roc(folder / "roc_image.json")
+    if stored is not None:
+        return stored
     rows = read_predictions(folder)
     labels = np.array([r["label"] for r in rows])
     if len(np.unique(labels)) < 2:
@@ -120,8 +124,13 @@ def image_roc(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
 
 def pixel_roc(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """Pixel ROC points from the cell's roc_pixel.json (fpr, tpr arrays), when the runner wrote it."""
+    return _stored_roc(folder / "roc_pixel.json")
+
+
+def _stored_roc(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fpr, tpr) of a ROC file the runner wrote; None when there is none or it is not readable."""
     try:
-        data = json.loads((folder / "roc_pixel.json").read_text())
+        data = json.loads(path.read_text())
         fpr, tpr = np.asarray(data["fpr"], dtype=float), np.asarray(data["tpr"], dtype=float)
     except (OSError, ValueError, KeyError, TypeError):
         return None
