@@ -176,12 +176,50 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
     :class:`CellsFailed` after writing the report when any cell failed;
     ``KeyboardInterrupt`` stops the grid at once (finished cells are kept).
     """
+    from adcore import report, runner
+
+    per_detector, configs = _validate(options)
+    out = Path(options.out)
+    fs.check_output(out, BENCHMARK, inputs=[options.data])
+    categories = runner.open_categories(options)
+    if not categories:
+        raise ConfigError("no categories to run")
+    by_name = {c.name: c for c in categories}
+    cells = [Cell(d, c.name, s) for s in options.seeds for d in options.detectors for c in categories]
+
+    def job(cell: Cell, label: str = "") -> CellJob:
+        return CellJob(label, cell_options(options, cell, per_detector[cell.detector]), by_name[cell.category])
+
+    for cell in cells:
+        if options.force or not is_finished(out, cell):
+            runner.check_outputs(job(cell).options, [by_name[cell.category]])
+    if not options.force:
+        _check_consistent(out, cells, options, configs)
+    fs.prepare_folder(out, BENCHMARK)
+    _write_grid(out, options, options.detectors, [c.name for c in categories], per_detector)
+    ran, skipped, failed = _run_cells(out, options, cells, job, echo)
+
+    built = report.build(out, sort=options.sort)
+    echo("")
+    echo(built["summary_text"])
+    echo(f"\n{ran} cells run, {skipped} skipped as finished, {len(failed)} failed.")
+    echo(f"Tables in {out / 'tables'}/, report in {built['report']}")
+    summary = {"cells": len(cells), "ran": ran, "skipped": skipped, "failed": [c.key() for c in failed]}
+    if failed:
+        raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed ({', '.join(c.key() for c in failed)}); "
+                          f"errors in {out / FAILURES_FILE}")
+    return summary
+
+
+def _validate(options: BenchmarkOptions) -> tuple[dict[str, dict[str, str]], dict[tuple[str, int], dict[str, Any]]]:
+    """Each detector's ``--set`` values and each (detector, seed)'s config, checked before any data is read.
+
+    Every detector is built once per seed here, as ``adcore run`` builds it to check its parameters; the
+    configs are what finished cells are compared with, and each cell builds its own detector where it runs.
+    """
     from adcore import runner
     from adcore.config import as_json_dict
-    from adcore.progress import bar
 
-    if options.image_size < 32:
-        raise ConfigError(f"--image-size must be at least 32; got {options.image_size}")
     if not options.seeds:
         raise ConfigError("--seed needs at least one value")
     if options.executor.kind == "ray" and options.executor.jobs is not None:
@@ -193,27 +231,18 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
             cell_options(options, Cell(name, "?", 0), {}).backbone is None for name in detectors):
         raise ConfigError(f"--backbone {options.backbone}: no detector of this benchmark uses a backbone "
                           f"({', '.join(detectors)})")
-    # Validate every detector's parameters and the output folder before reading any data (as `adcore run` does);
-    # the configs are what finished cells are compared with. Each cell builds its own detector where it runs.
     configs = {(name, seed): as_json_dict(runner.make_detector(
         cell_options(options, Cell(name, "?", seed), per_detector[name])).config)
         for name in detectors for seed in options.seeds}
-    out = Path(options.out)
-    fs.check_output(out, BENCHMARK, inputs=[options.data])
-    categories = runner.open_categories(options)
-    if not categories:
-        raise ConfigError("no categories to run")
-    by_name = {c.name: c for c in categories}
-    cells = [Cell(d, c.name, s) for s in options.seeds for d in detectors for c in categories]
-    for cell in cells:
-        if options.force or not is_finished(out, cell):
-            runner.check_outputs(cell_options(options, cell, per_detector[cell.detector]), [by_name[cell.category]])
-    if not options.force:
-        _check_consistent(out, cells, options, configs)
-    fs.prepare_folder(out, BENCHMARK)
-    _write_grid(out, options, detectors, [c.name for c in categories], per_detector)
-    failures = _read_failures(out)
+    return per_detector, configs
 
+
+def _run_cells(out: Path, options: BenchmarkOptions, cells: Sequence[Cell], job: Callable[[Cell, str], CellJob],
+               echo: Callable[[str], None]) -> tuple[int, int, list[Cell]]:
+    """Skip the finished cells, run the others on the executor and record how each ended: (ran, skipped, failed)."""
+    from adcore.progress import bar
+
+    failures = _read_failures(out)
     ran = skipped = 0
     failed: list[Cell] = []
     todo: list[tuple[int, Cell]] = []
@@ -227,9 +256,7 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
                 progress.update(1)
             else:
                 todo.append((index, cell))
-        runs = [CellJob(f"[{index}/{len(cells)}] {cell.label()}",
-                        cell_options(options, cell, per_detector[cell.detector]), by_name[cell.category])
-                for index, cell in todo]
+        runs = [job(cell, f"[{index}/{len(cells)}] {cell.label()}") for index, cell in todo]
         with contextlib.closing(open_executor(options.executor)) as executor:
             try:
                 for position, outcome in executor.run_each(run_cell, runs):
@@ -248,19 +275,7 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
                     f"run the same command again to continue.")
                 raise
     _write_failures(out, _in_grid_order(failures, cells))
-
-    from adcore import report
-
-    built = report.build(out, sort=options.sort)
-    echo("")
-    echo(built["summary_text"])
-    echo(f"\n{ran} cells run, {skipped} skipped as finished, {len(failed)} failed.")
-    echo(f"Tables in {out / 'tables'}/, report in {built['report']}")
-    summary = {"cells": len(cells), "ran": ran, "skipped": skipped, "failed": [c.key() for c in failed]}
-    if failed:
-        raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed ({', '.join(c.key() for c in failed)}); "
-                          f"errors in {out / FAILURES_FILE}")
-    return summary
+    return ran, skipped, failed
 
 
 def _settle(out: Path, cell: Cell, outcome: Outcome, failures: dict[str, Any], say: Callable[[str], None]) -> bool:

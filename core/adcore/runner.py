@@ -21,10 +21,11 @@ import attrs
 
 from adcore import __version__, checkpoints, fs, outputs
 from adcore.config import as_json_dict, parse_assignments
-from adcore.data import Category
+from adcore.data import Category, Sample
 from adcore.detector import Detector
 from adcore.errors import AdcoreError, ConfigError, PluginError
 from adcore.evaluation import evaluate, flat
+from adcore.framing import Framing
 from adcore.memory import peak_rss_mb, reset_peak_rss
 from adcore.options import JobOptions, RunOptions
 from adcore.outputs import RESULT
@@ -125,14 +126,7 @@ def run_category(options: RunOptions, category: Category, detector: Detector | N
     log_line(f"{options.detector}/{category.name}: fitted in {fit_seconds:.0f} s; "
              f"predicting {len(calibration)} calibration + {len(category.test)} test images")
 
-    image_threshold = pixel_threshold = None
-    if calibration:
-        normal = framing.predict(detector, [s.path for s in calibration], batch, progress="calibrate")
-        require_finite([s.path for s in calibration], normal.scores, normal.maps)
-        image_threshold, pixel_threshold = calibrate(normal.scores, flat(normal.maps),
-                                                     options.image_quantile, options.pixel_quantile)
-        del normal
-
+    image_threshold, pixel_threshold = _thresholds(options, framing, detector, calibration)
     started = time.perf_counter()
     prediction = framing.predict(detector, [s.path for s in test], batch, progress="test")
     predict_seconds = time.perf_counter() - started
@@ -164,6 +158,17 @@ def run_category(options: RunOptions, category: Category, detector: Detector | N
                                                                   evaluation, framing, options.panels))
     checkpoints.remove(checkpoint)
     return result
+
+
+def _thresholds(options: RunOptions, framing: Framing, detector: Detector,
+                calibration: Sequence[Sample]) -> tuple[float | None, float | None]:
+    """Image and pixel thresholds from the calibration images' scores; (None, None) without any."""
+    if not calibration:
+        return None, None
+    paths = [s.path for s in calibration]
+    normal = framing.predict(detector, paths, detector.config.batch_size, progress="calibrate")
+    require_finite(paths, normal.scores, normal.maps)
+    return calibrate(normal.scores, flat(normal.maps), options.image_quantile, options.pixel_quantile)
 
 
 def _fingerprint(options: RunOptions, detector: Detector, train: Sequence[Any]) -> str:
