@@ -8,8 +8,8 @@ back. Nothing outside this module indexes a result by string keys: the tables
 and ``--sort`` name what they show through :data:`QUANTITIES`.
 
 ``metrics.json`` is one flat JSON object (its keys are those of the records'
-fields, the thresholds' prefixed); a key an older adcore did not write reads
-as ``None``.
+fields, the thresholds' prefixed); a key an older adcore did not write keeps the
+field's default (``None`` for a value, seed 0, an empty config).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import attrs
 from adcore import fs
 from adcore.errors import DataError
 
-__all__ = ["BENCHMARK", "METRICS_FILE", "METRIC_KEYS", "QUANTITIES", "SORT_KEYS", "CategoryResult", "Counts", "Metrics", "Quantity",
-           "Thresholds", "Timings", "read_result"]
+__all__ = ["BENCHMARK", "METRICS_FILE", "METRIC_KEYS", "QUANTITIES", "SORT_KEYS", "CategoryResult", "Counts",
+           "Metrics", "Quantity", "Thresholds", "Timings", "read_result"]
 
 METRICS_FILE = "metrics.json"
 #: The ``--out`` of `adcore benchmark`: its grid, cells, tables and report (the report, too, recognises it).

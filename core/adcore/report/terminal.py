@@ -1,4 +1,4 @@
-"""The table ``adcore run`` prints: one row per category, a mean row, columns named by :data:`~adcore.results.QUANTITIES`."""
+"""The table ``adcore run`` prints: a row per category and a mean row, columns named by ``results.QUANTITIES``."""
 
 from __future__ import annotations
 
