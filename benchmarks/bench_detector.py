@@ -21,7 +21,9 @@ import torch
 from adcore import metrics
 from adcore.cli.run_cmd import parse_set
 from adcore.data.loading import ImageBatches, load_images, load_masks
-from adcore.runner import RunOptions, make_detector, open_categories, peak_rss_mb
+from adcore.memory import peak_rss_mb
+from adcore.options import RunOptions
+from adcore.runner import make_detector, open_categories
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "anomalib.json"
 

@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from adcore import runner
+from adcore import outputs, runner
 from adcore.cli.main import cli
 from adcore.config import as_json_dict
+from adcore.results import CategoryResult
 
 
 @pytest.fixture(autouse=True)
@@ -62,8 +63,8 @@ def _fake_run_category(options, category):  # type: ignore[no-untyped-def]
                 panel.parent.mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", (40, 10), (200, 0, 0)).save(panel)
 
-    runner._write_atomically(options.out / options.detector / category.name, write)
-    return result
+    outputs.publish(options.out / options.detector / category.name, write)
+    return CategoryResult.from_json(result)
 
 
 def test_resume_after_interrupt_does_not_repeat_finished_cells(tiny_data, tmp_path, monkeypatch):
@@ -183,3 +184,29 @@ def test_bad_parameter_fails_before_any_cell(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run_category", lambda *a: pytest.fail("no cell should run"))
     result = CliRunner().invoke(cli, [*_args(tiny_data, tmp_path / "b"), "--set", "patchcore.coreset_ratio=2"])
     assert result.exit_code == 1 and result.output.startswith("Error:")
+
+
+def test_each_detector_is_built_once_per_run_and_per_cell(tiny_data, tmp_path, monkeypatch):
+    """adcore run builds its detector once; a benchmark builds one per cell plus one per detector and seed to
+    check the parameters, and none more to compare finished cells with."""
+    real = runner.make_detector
+    built: list[str] = []
+
+    def counting(options):  # type: ignore[no-untyped-def]
+        built.append(options.detector)
+        return real(options)
+
+    monkeypatch.setattr(runner, "make_detector", counting)
+    run = CliRunner().invoke(cli, ["run", "--detector", "patchcore", "--data", str(tiny_data), "--image-size", "64",
+                                   "--set", "coreset_ratio=0.1", "--no-panels", "--out", str(tmp_path / "run")])
+    assert run.exit_code == 0, run.output
+    assert built == ["patchcore"]
+    built.clear()
+    out = tmp_path / "bench"
+    first = CliRunner().invoke(cli, _args(tiny_data, out, "--no-panels"))
+    assert first.exit_code == 0, first.output
+    assert len(built) == 2  # the check before any data is read, and the cell's own
+    built.clear()
+    again = CliRunner().invoke(cli, _args(tiny_data, out, "--no-panels"))
+    assert again.exit_code == 0 and "finished before, skipped" in again.output
+    assert len(built) == 1  # the check only: the finished cell is compared with the config it gave

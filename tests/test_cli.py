@@ -47,6 +47,7 @@ def test_run_writes_every_output(finished_run):
     assert metrics["n_train"] == 9 and metrics["n_calibration"] == 1 and metrics["n_test"] == 7
     assert 0.0 <= metrics["image_auroc"] <= 1.0 and metrics["image_threshold"] is not None
     assert (folder / "roc_image.png").is_file() and (folder / "roc_pixel.png").is_file()
+    assert json.loads((folder / "roc_image.json").read_text())["auroc"] == metrics["image_auroc"]
     panels = sorted(p.relative_to(folder / "panels").as_posix() for p in (folder / "panels").rglob("*.png"))
     assert len(panels) == 7 and "crack/000.png" in panels
     assert {p.name for p in (folder / "model").iterdir()} == {"model.safetensors", "config.json"}

@@ -151,3 +151,15 @@ def test_report_renders_in_headless_chromium_without_console_errors(results):
     assert "All cells" in proc.stdout  # the page was parsed and rendered to the end
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
+
+
+def test_the_image_roc_is_read_as_the_runner_stored_it(results):
+    """The report plots the runner's own image ROC points; predictions.csv is the fallback for older cells."""
+    from adcore.report.collect import image_roc
+
+    folder = results / "cells" / "seed0" / "alpha" / "cat_a"
+    recomputed = image_roc(folder)
+    assert recomputed is not None and recomputed[0].tolist() == [0.0, 0.0, 0.5, 0.5, 1.0]
+    (folder / "roc_image.json").write_text(json.dumps({"fpr": [0, 0.25, 1], "tpr": [0, 0.75, 1], "auroc": 0.8}))
+    stored = image_roc(folder)
+    assert stored is not None and stored[0].tolist() == [0, 0.25, 1] and stored[1].tolist() == [0, 0.75, 1]

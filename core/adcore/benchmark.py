@@ -1,7 +1,7 @@
 """The benchmark grid: every detector on every category (and seed), through the same code as ``adcore run``.
 
 Each cell is one :func:`adcore.runner.run_category` call with its own
-:class:`~adcore.runner.RunOptions`, writing to ``<out>/cells/seed<N>/`` so that
+:class:`~adcore.options.RunOptions`, writing to ``<out>/cells/seed<N>/`` so that
 the usual ``<detector>/<category>/`` layout is kept inside. A cell's folder
 appears atomically when the cell is complete, so a cell is *finished* exactly
 when it holds adcore's ``metrics.json`` for that cell (a corrupt one does not
@@ -14,7 +14,7 @@ Cells run where ``options.executor`` says (:mod:`adcore.executors`): in this
 process, in ``--jobs`` local processes, or as Ray tasks. Every cell publishes
 its own folder, so the layout, the tables and the report are the same
 whichever ran it; this module only decides which cells to run and records
-how each ended.
+how each ended. A cell's outcome is its :class:`~adcore.results.CategoryResult`.
 """
 
 from __future__ import annotations
@@ -31,53 +31,20 @@ import attrs
 
 from adcore import __version__, fs
 from adcore.errors import AdcoreError, ConfigError, DataError
-from adcore.executors import ExecutorOptions, Outcome, open_executor
+from adcore.executors import Outcome, open_executor
+from adcore.options import BenchmarkOptions, RunOptions
+from adcore.results import BENCHMARK, METRICS_FILE, CategoryResult, read_result
 
 if TYPE_CHECKING:
     from adcore.data import Category
-    from adcore.runner import RunOptions
 
 GRID_FILE = "benchmark.json"
 FAILURES_FILE = "failures.json"
 CELLS_DIR = "cells"
-#: The ``--out`` of `adcore benchmark`: its grid, cells, tables and report.
-BENCHMARK = fs.Kind("a results folder of adcore benchmark", "adcore-benchmark")
 
 
 class CellsFailed(AdcoreError):
     """Some cells of the grid failed (the others finished and are reported)."""
-
-
-@attrs.define(kw_only=True)
-class BenchmarkOptions:
-    """What ``adcore benchmark`` was asked to do."""
-
-    detectors: tuple[str, ...]
-    data: Path | None = None
-    dataset: str | None = None
-    categories: tuple[str, ...] = ()
-    backbone: str | None = None
-    image_size: int = 256
-    resize: str = "squash"
-    tile: int | None = None
-    tile_overlap: float = 0.0
-    tile_scale: float = 1.0
-    eval_size: str | int = "working"
-    assignments: Mapping[str, str] = attrs.field(factory=dict)
-    seeds: tuple[int, ...] = (0,)
-    out: Path = Path("benchmark")
-    holdout: float = 0.1
-    force: bool = False
-    panels: bool = True
-    sort: str = "image_auroc"
-    command: str = ""
-    executor: ExecutorOptions = attrs.field(factory=ExecutorOptions)
-
-    def __attrs_post_init__(self) -> None:
-        """Refuse out-of-range numbers (see :mod:`adcore.options`) before any data is read."""
-        from adcore.options import check_options
-
-        check_options(self)
 
 
 @attrs.frozen
@@ -107,7 +74,7 @@ class CellJob:
     category: Category
 
 
-def run_cell(job: CellJob) -> dict[str, Any]:
+def run_cell(job: CellJob) -> CategoryResult:
     """Run one cell (in whichever process the executor chose); its folder appears only when complete."""
     from adcore import runner
     from adcore.progress import log_line
@@ -179,30 +146,24 @@ def split_assignments(assignments: Mapping[str, str], detectors: Sequence[str]) 
 
 
 # --------------------------------------------------------------------------- the grid
-def cell_options(options: BenchmarkOptions, cell: Cell, assignments: Mapping[str, str]) -> Any:
+def cell_options(options: BenchmarkOptions, cell: Cell, assignments: Mapping[str, str]) -> RunOptions:
     """The :class:`RunOptions` of one cell (what ``adcore run`` would get)."""
     from adcore.plugins import get_registry
-    from adcore.runner import RunOptions
 
     backbone = options.backbone
     if backbone is not None:
         config_cls = get_registry().load_object("detector", cell.detector).Config
         if "backbone" not in attrs.fields_dict(config_cls):
             backbone = None  # --backbone applies to the detectors that use one
-    return RunOptions(detector=cell.detector, data=options.data, dataset=options.dataset,
-                      categories=(cell.category,), backbone=backbone, image_size=options.image_size,
-                      resize=options.resize, tile=options.tile, tile_overlap=options.tile_overlap,
-                      tile_scale=options.tile_scale, eval_size=options.eval_size,
-                      assignments=dict(assignments), seed=cell.seed, out=cell_root(options.out, cell.seed),
-                      holdout=options.holdout, panels=options.panels, command=options.command)
+    shared = {**options.shared(), "categories": (cell.category,), "backbone": backbone,
+              "assignments": dict(assignments)}
+    return RunOptions(**shared, detector=cell.detector, seed=cell.seed, out=cell_root(options.out, cell.seed))
 
 
 def is_finished(out: Path, cell: Cell) -> bool:
     """Whether the cell's folder holds its readable metrics (then it is complete: cells appear atomically)."""
-    from adcore.report import read_metrics
-
     try:
-        read_metrics(cell.folder(out) / "metrics.json")
+        read_result(cell.folder(out) / METRICS_FILE)
     except DataError:
         return False
     return True
@@ -215,11 +176,50 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
     :class:`CellsFailed` after writing the report when any cell failed;
     ``KeyboardInterrupt`` stops the grid at once (finished cells are kept).
     """
-    from adcore import runner
-    from adcore.progress import bar
+    from adcore import report, runner
 
-    if options.image_size < 32:
-        raise ConfigError(f"--image-size must be at least 32; got {options.image_size}")
+    per_detector, configs = _validate(options)
+    out = Path(options.out)
+    fs.check_output(out, BENCHMARK, inputs=[options.data])
+    categories = runner.open_categories(options)
+    if not categories:
+        raise ConfigError("no categories to run")
+    by_name = {c.name: c for c in categories}
+    cells = [Cell(d, c.name, s) for s in options.seeds for d in options.detectors for c in categories]
+
+    def job(cell: Cell, label: str = "") -> CellJob:
+        return CellJob(label, cell_options(options, cell, per_detector[cell.detector]), by_name[cell.category])
+
+    for cell in cells:
+        if options.force or not is_finished(out, cell):
+            runner.check_outputs(job(cell).options, [by_name[cell.category]])
+    if not options.force:
+        _check_consistent(out, cells, options, configs)
+    fs.prepare_folder(out, BENCHMARK)
+    _write_grid(out, options, options.detectors, [c.name for c in categories], per_detector)
+    ran, skipped, failed = _run_cells(out, options, cells, job, echo)
+
+    built = report.build(out, sort=options.sort)
+    echo("")
+    echo(built["summary_text"])
+    echo(f"\n{ran} cells run, {skipped} skipped as finished, {len(failed)} failed.")
+    echo(f"Tables in {out / 'tables'}/, report in {built['report']}")
+    summary = {"cells": len(cells), "ran": ran, "skipped": skipped, "failed": [c.key() for c in failed]}
+    if failed:
+        raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed ({', '.join(c.key() for c in failed)}); "
+                          f"errors in {out / FAILURES_FILE}")
+    return summary
+
+
+def _validate(options: BenchmarkOptions) -> tuple[dict[str, dict[str, str]], dict[tuple[str, int], dict[str, Any]]]:
+    """Each detector's ``--set`` values and each (detector, seed)'s config, checked before any data is read.
+
+    Every detector is built once per seed here, as ``adcore run`` builds it to check its parameters; the
+    configs are what finished cells are compared with, and each cell builds its own detector where it runs.
+    """
+    from adcore import runner
+    from adcore.config import as_json_dict
+
     if not options.seeds:
         raise ConfigError("--seed needs at least one value")
     if options.executor.kind == "ray" and options.executor.jobs is not None:
@@ -231,28 +231,18 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
             cell_options(options, Cell(name, "?", 0), {}).backbone is None for name in detectors):
         raise ConfigError(f"--backbone {options.backbone}: no detector of this benchmark uses a backbone "
                           f"({', '.join(detectors)})")
-    # Validate every detector's parameters and the output folder before reading any data (as `adcore run` does).
-    for name in detectors:
-        for seed in options.seeds:
-            runner.make_detector(cell_options(options, Cell(name, "?", seed), per_detector[name]))
-    out = Path(options.out)
-    fs.check_output(out, BENCHMARK, inputs=[options.data])
-    categories = runner.open_categories(runner.RunOptions(detector=detectors[0], data=options.data,
-                                                          dataset=options.dataset,
-                                                          categories=options.categories))
-    if not categories:
-        raise ConfigError("no categories to run")
-    by_name = {c.name: c for c in categories}
-    cells = [Cell(d, c.name, s) for s in options.seeds for d in detectors for c in categories]
-    for cell in cells:
-        if options.force or not is_finished(out, cell):
-            runner.check_outputs(cell_options(options, cell, per_detector[cell.detector]), [by_name[cell.category]])
-    if not options.force:
-        _check_consistent(out, cells, options, per_detector)
-    fs.prepare_folder(out, BENCHMARK)
-    _write_grid(out, options, detectors, [c.name for c in categories], per_detector)
-    failures = _read_failures(out)
+    configs = {(name, seed): as_json_dict(runner.make_detector(
+        cell_options(options, Cell(name, "?", seed), per_detector[name])).config)
+        for name in detectors for seed in options.seeds}
+    return per_detector, configs
 
+
+def _run_cells(out: Path, options: BenchmarkOptions, cells: Sequence[Cell], job: Callable[[Cell, str], CellJob],
+               echo: Callable[[str], None]) -> tuple[int, int, list[Cell]]:
+    """Skip the finished cells, run the others on the executor and record how each ended: (ran, skipped, failed)."""
+    from adcore.progress import bar
+
+    failures = _read_failures(out)
     ran = skipped = 0
     failed: list[Cell] = []
     todo: list[tuple[int, Cell]] = []
@@ -266,9 +256,7 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
                 progress.update(1)
             else:
                 todo.append((index, cell))
-        runs = [CellJob(f"[{index}/{len(cells)}] {cell.label()}",
-                        cell_options(options, cell, per_detector[cell.detector]), by_name[cell.category])
-                for index, cell in todo]
+        runs = [job(cell, f"[{index}/{len(cells)}] {cell.label()}") for index, cell in todo]
         with contextlib.closing(open_executor(options.executor)) as executor:
             try:
                 for position, outcome in executor.run_each(run_cell, runs):
@@ -287,19 +275,7 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
                     f"run the same command again to continue.")
                 raise
     _write_failures(out, _in_grid_order(failures, cells))
-
-    from adcore import report
-
-    built = report.build(out, sort=options.sort)
-    echo("")
-    echo(built["summary_text"])
-    echo(f"\n{ran} cells run, {skipped} skipped as finished, {len(failed)} failed.")
-    echo(f"Tables in {out / 'tables'}/, report in {built['report']}")
-    summary = {"cells": len(cells), "ran": ran, "skipped": skipped, "failed": [c.key() for c in failed]}
-    if failed:
-        raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed ({', '.join(c.key() for c in failed)}); "
-                          f"errors in {out / FAILURES_FILE}")
-    return summary
+    return ran, skipped, failed
 
 
 def _settle(out: Path, cell: Cell, outcome: Outcome, failures: dict[str, Any], say: Callable[[str], None]) -> bool:
@@ -309,9 +285,9 @@ def _settle(out: Path, cell: Cell, outcome: Outcome, failures: dict[str, Any], s
                                                "is not visible here; --out must be on storage every node shares"))
     if outcome.ok:
         failures.pop(cell.key(), None)
-        result = outcome.value
-        say(f"image AUROC {_fmt(result.get('image_auroc'))}, pixel AUROC {_fmt(result.get('pixel_auroc'))}, "
-            f"AUPRO {_fmt(result.get('aupro'))} ({outcome.seconds:.1f} s)")
+        result: CategoryResult = outcome.value
+        say(f"image AUROC {_fmt(result.value('image_auroc'))}, pixel AUROC {_fmt(result.value('pixel_auroc'))}, "
+            f"AUPRO {_fmt(result.value('aupro'))} ({outcome.seconds:.1f} s)")
         return True
     failures[cell.key()] = {"detector": cell.detector, "category": cell.category, "seed": cell.seed,
                             "error": outcome.error, "traceback": outcome.traceback, "time": _now(),
@@ -321,32 +297,29 @@ def _settle(out: Path, cell: Cell, outcome: Outcome, failures: dict[str, Any], s
 
 
 def _check_consistent(out: Path, cells: Sequence[Cell], options: BenchmarkOptions,
-                      per_detector: Mapping[str, Mapping[str, str]]) -> None:
-    """Refuse to mix finished cells made with other settings into this grid (unless --force)."""
-    from adcore import runner
-    from adcore.config import as_json_dict
-    from adcore.framing import Framing
-    from adcore.report import read_metrics
+                      configs: Mapping[tuple[str, int], Mapping[str, Any]]) -> None:
+    """Refuse to mix finished cells made with other settings into this grid (unless --force).
 
-    expected: dict[tuple[str, int], dict[str, Any]] = {}
+    ``configs`` holds each (detector, seed)'s parameters, as :func:`~adcore.config.as_json_dict` gives them.
+    """
+    from adcore.framing import Framing
+
+    framing, squashed = options.framing().metadata(), Framing().metadata()
     for cell in cells:
         try:
-            old = read_metrics(cell.folder(out) / "metrics.json")
+            old = read_result(cell.folder(out) / METRICS_FILE)
         except DataError:
             continue
-        if (cell.detector, cell.seed) not in expected:
-            detector = runner.make_detector(cell_options(options, cell, per_detector[cell.detector]))
-            expected[(cell.detector, cell.seed)] = json.loads(json.dumps(as_json_dict(detector.config)))
-        new = expected[(cell.detector, cell.seed)]
-        differences = [f"{k} {old.get('config', {}).get(k)!r} -> {v!r}" for k, v in new.items()
-                       if old.get("config", {}).get(k) != v]
-        if old.get("image_size") != options.image_size:
-            differences.insert(0, f"image size {old.get('image_size')} -> {options.image_size}")
-        framing, squashed = cell_options(options, cell, {}).framing().metadata(), Framing().metadata()
-        if old.get("framing", squashed) != framing:  # a cell written before framings was squashed
-            differences.insert(0, f"framing {old.get('framing', squashed)} -> {framing}")
-        if old.get("eval_size", "working") != options.eval_size:
-            differences.insert(0, f"eval size {old.get('eval_size', 'working')!r} -> {options.eval_size!r}")
+        new = json.loads(json.dumps(configs[(cell.detector, cell.seed)]))  # as metrics.json holds it
+        differences = [f"{k} {old.config.get(k)!r} -> {v!r}" for k, v in new.items() if old.config.get(k) != v]
+        if old.image_size != options.image_size:
+            differences.insert(0, f"image size {old.image_size} -> {options.image_size}")
+        old_framing = squashed if old.framing is None else old.framing  # a cell written before framings was squashed
+        if old_framing != framing:
+            differences.insert(0, f"framing {old_framing} -> {framing}")
+        old_eval = "working" if old.eval_size is None else old.eval_size
+        if old_eval != options.eval_size:
+            differences.insert(0, f"eval size {old_eval!r} -> {options.eval_size!r}")
         if differences:
             raise ConfigError(f"{out}: the finished cell {cell.key()} was run with other settings "
                               f"({'; '.join(differences)}). Use --force to rerun every cell, or another --out.")
@@ -355,8 +328,6 @@ def _check_consistent(out: Path, cells: Sequence[Cell], options: BenchmarkOption
 def _write_grid(out: Path, options: BenchmarkOptions, detectors: Sequence[str], categories: Sequence[str],
                 per_detector: Mapping[str, Mapping[str, str]]) -> None:
     """``benchmark.json``: the grid of the latest invocation plus every command that worked on this folder."""
-    from adcore.framing import Framing
-
     previous: dict[str, Any] = {}
     try:
         previous = json.loads((out / GRID_FILE).read_text())
@@ -369,10 +340,9 @@ def _write_grid(out: Path, options: BenchmarkOptions, detectors: Sequence[str], 
         "categories": list(categories),
         "seeds": list(options.seeds),
         "data": str(options.data) if options.data is not None else None,
-        "dataset": options.dataset or ("folder" if options.data is not None else "synthetic"),
+        "dataset": options.dataset_name(),
         "image_size": options.image_size,
-        "framing": Framing(resize=options.resize, tile=options.tile, tile_overlap=options.tile_overlap,
-                           tile_scale=options.tile_scale).metadata(),
+        "framing": options.framing().metadata(),
         "eval_size": options.eval_size,
         "backbone": options.backbone,
         "holdout": options.holdout,

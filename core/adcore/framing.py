@@ -62,7 +62,7 @@ class Inspection:
 
 @attrs.frozen(kw_only=True)
 class Framing:
-    """A resizing mode or a tiling, with its numbers (checked by :class:`~adcore.runner.RunOptions`)."""
+    """A resizing mode or a tiling, with its numbers (checked by :class:`~adcore.options.RunOptions`)."""
 
     image_size: int = 256
     resize: str = "squash"

@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "ROC",
     "StreamedROC",
     "image_auroc",
     "pixel_auroc",
@@ -45,6 +46,7 @@ __all__ = [
     "aupro",
     "f1_max",
     "threshold_metrics",
+    "roc_curve",
     "roc_points",
 ]
 
@@ -244,6 +246,45 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
     return _auroc_from_curve(_binary_curve(masks, maps))
 
 
+class ROC(NamedTuple):
+    """An exact ROC curve from one sort: its area and its points, so one curve serves both."""
+
+    curve: _BinaryCurve
+
+    @property
+    def auroc(self) -> float | None:
+        """What :func:`image_auroc` / :func:`pixel_auroc` give on the same inputs (None with one class)."""
+        return _auroc_from_curve(self.curve)
+
+    def points(self, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """``(fpr, tpr)`` for plotting, as :func:`roc_points` (ValueError with one class)."""
+        curve = self.curve
+        if curve.n_pos == 0 or curve.n_neg == 0:
+            raise ValueError("ROC curve needs both positive and negative samples")
+        fpr = np.concatenate(([0.0], curve.fps / curve.n_neg))
+        tpr = np.concatenate(([0.0], curve.tps / curve.n_pos))
+        if fpr.size > max_points:
+            idx = np.unique(np.linspace(0, fpr.size - 1, max_points).round().astype(np.int64))
+            fpr, tpr = fpr[idx], tpr[idx]
+        return fpr, tpr
+
+
+def roc_curve(labels: np.ndarray | list, scores: np.ndarray | list) -> ROC:
+    """The exact ROC of labels (or masks) and scores (or maps) of any equal shape, sorted once.
+
+    Args:
+        labels: Binary ground truth (1/True = anomalous), any shape.
+        scores: Scores of the same shape.
+
+    Returns:
+        The curve; ``.auroc`` and ``.points()`` read it without sorting again.
+    """
+    labels = np.asarray(labels)
+    scores = np.asarray(scores)
+    _check_same_size(labels, scores, "labels/scores")
+    return ROC(_binary_curve(labels, scores))
+
+
 def roc_points(
     labels: np.ndarray | list,
     scores: np.ndarray | list,
@@ -272,18 +313,7 @@ def roc_points(
     """
     if max_points < 2:
         raise ValueError("max_points must be >= 2")
-    labels = np.asarray(labels)
-    scores = np.asarray(scores)
-    _check_same_size(labels, scores, "labels/scores")
-    curve = _binary_curve(labels, scores)
-    if curve.n_pos == 0 or curve.n_neg == 0:
-        raise ValueError("ROC curve needs both positive and negative samples")
-    fpr = np.concatenate(([0.0], curve.fps / curve.n_neg))
-    tpr = np.concatenate(([0.0], curve.tps / curve.n_pos))
-    if fpr.size > max_points:
-        idx = np.unique(np.linspace(0, fpr.size - 1, max_points).round().astype(np.int64))
-        fpr, tpr = fpr[idx], tpr[idx]
-    return fpr, tpr
+    return roc_curve(labels, scores).points(max_points)
 
 
 def aupro(masks: np.ndarray | Sequence[np.ndarray], maps: np.ndarray | Sequence[np.ndarray],

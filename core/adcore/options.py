@@ -1,22 +1,33 @@
-"""The allowed values of the job options (``--image-size``, ``--tile``, ``--seed``, ``--holdout``, quantiles).
+"""The job options: what ``adcore run`` and ``adcore benchmark`` are asked to do, and their allowed values.
 
-One table serves the CLI (which checks while parsing the command line) and
-:class:`~adcore.runner.RunOptions` / :class:`~adcore.benchmark.BenchmarkOptions`
-(which check when built), so a bad value fails on one line before any data is
-read, whether it comes from a shell or from Python.
+:class:`JobOptions` holds what both commands share (data, framing, detector
+parameters, calibration, outputs); :class:`RunOptions` adds one detector and
+seed, :class:`BenchmarkOptions` the grid's detectors, seeds and where cells
+run. One table of ranges (``--image-size``, ``--tile``, ``--seed``,
+``--holdout``, quantiles) serves the CLI (which checks while parsing the
+command line) and these records (which check when built), so a bad value
+fails on one line before any data is read, whether it comes from a shell or
+from Python. The records sit below the runner and the benchmark, so that
+neither needs the other to describe a job.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from adcore.config import Interval
 from adcore.errors import ConfigError
+from adcore.executors import ExecutorOptions
+
+if TYPE_CHECKING:
+    from adcore.framing import Framing
 
 __all__ = ["EVAL_SIZES", "HOLDOUT", "IMAGE_SIZE", "QUANTILE", "RESIZE_MODES", "RULES", "SEED", "TILE", "TILE_OVERLAP",
-           "TILE_SCALE", "check_options", "parse_eval_size"]
+           "TILE_SCALE", "BenchmarkOptions", "JobOptions", "RunOptions", "check_options", "parse_eval_size"]
 
 #: Side of the square images are resized to: below 32 the backbones' coarsest
 #: stride leaves no feature map; above 4096 one image's features outgrow memory.
@@ -70,3 +81,68 @@ def parse_eval_size(value: str | int) -> str | int:
         return int(text)
     raise ConfigError(f"--eval-size must be {' or '.join(EVAL_SIZES)} or an int in [{int(IMAGE_SIZE.low)}, 8192] "
                       f"(the longest side); got {value!r}")
+
+
+@attrs.define(kw_only=True)
+class JobOptions:
+    """What ``adcore run`` and ``adcore benchmark`` share: the data, its framing, parameters and outputs."""
+
+    data: Path | None = None
+    dataset: str | None = None
+    categories: tuple[str, ...] = ()
+    backbone: str | None = None
+    image_size: int = 256
+    resize: str = "squash"
+    tile: int | None = None
+    tile_overlap: float = 0.0
+    tile_scale: float = 1.0
+    eval_size: str | int = "working"
+    assignments: Mapping[str, str] = attrs.field(factory=dict)
+    holdout: float = 0.1
+    panels: bool = True
+    command: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        """Refuse out-of-range numbers (see :data:`RULES`) before any data is read."""
+        check_options(self)
+        if self.tile is None and (self.tile_overlap != 0.0 or self.tile_scale != 1.0):
+            raise ConfigError("--tile-overlap and --tile-scale apply to tiles; add --tile SIZE")
+        self.eval_size = parse_eval_size(self.eval_size)
+
+    def framing(self) -> Framing:
+        """How images are framed for the detector (squash, keep, or tiles)."""
+        from adcore.framing import Framing
+
+        return Framing(image_size=self.image_size, resize=self.resize, tile=self.tile,
+                       tile_overlap=self.tile_overlap, tile_scale=self.tile_scale)
+
+    def dataset_name(self) -> str:
+        """The data set reader: ``--dataset``, else ``folder`` with ``--data``, else the synthetic default."""
+        return self.dataset or ("folder" if self.data is not None else "synthetic")
+
+    def shared(self) -> dict[str, Any]:
+        """This job's :class:`JobOptions` fields, to build another kind of job from (a benchmark's cell)."""
+        return {f.name: getattr(self, f.name) for f in attrs.fields(JobOptions)}
+
+
+@attrs.define(kw_only=True)
+class RunOptions(JobOptions):
+    """What ``adcore run`` was asked to do (a benchmark cell is one, too)."""
+
+    detector: str
+    seed: int = 0
+    out: Path = Path("results")
+    image_quantile: float = 0.99
+    pixel_quantile: float = 0.999
+
+
+@attrs.define(kw_only=True)
+class BenchmarkOptions(JobOptions):
+    """What ``adcore benchmark`` was asked to do."""
+
+    detectors: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    out: Path = Path("benchmark")
+    force: bool = False
+    sort: str = "image_auroc"
+    executor: ExecutorOptions = attrs.field(factory=ExecutorOptions)

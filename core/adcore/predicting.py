@@ -26,6 +26,7 @@ from adcore.errors import ConfigError, DataError, ModelFileError
 from adcore.executors import ExecutorOptions, open_executor
 from adcore.framing import Framing, Inspection
 from adcore.imageio import IMAGE_SUFFIXES, list_images
+from adcore.memory import peak_rss_mb, reset_peak_rss
 from adcore.ops import upsample_maps
 from adcore.progress import bar
 
@@ -87,8 +88,6 @@ def predict_files(model_dir: Path, inputs: Sequence[Path], out: Path, device: st
     The model is loaded here first (a bad one is one line before any worker
     starts), then once by each worker of ``executor``.
     """
-    from adcore.runner import peak_rss_mb, reset_peak_rss  # runner imports this module
-
     fs.check_output(out, PREDICTIONS, inputs=[model_dir, *inputs])
     reset_peak_rss()
     loaded = load_engine(model_dir, engine, device)

@@ -12,7 +12,7 @@ from adcore.cli.executor_options import executor_options, where_to_run
 from adcore.cli.run_cmd import framing_options, parse_set, within
 from adcore.config import resolve_device
 from adcore.options import HOLDOUT, IMAGE_SIZE, SEED
-from adcore.report.tables import SORT_KEYS
+from adcore.results import SORT_KEYS
 
 __all__ = ["benchmark"]
 
@@ -64,7 +64,8 @@ def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None
     status is then non-zero. Tables go to OUT/tables/ and the report to
     OUT/report.html.
     """
-    from adcore.benchmark import BenchmarkOptions, resolve_detectors, run_benchmark
+    from adcore.benchmark import resolve_detectors, run_benchmark
+    from adcore.options import BenchmarkOptions
 
     values = parse_set(assignments)
     if device is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from adcore.report.tables import SORT_KEYS
+from adcore.results import SORT_KEYS
 
 
 @click.command()

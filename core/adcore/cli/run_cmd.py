@@ -110,7 +110,8 @@ def run(detector: str, data: Path | None, dataset: str | None, categories: tuple
         tile_scale: float, eval_size: str | int, assignments: tuple[str, ...], seed: int, holdout: float,
         out: Path, no_panels: bool, device: str | None) -> None:
     """Fit DETECTOR on train/good, calibrate thresholds, evaluate on test and write results."""
-    from adcore.runner import RunOptions, format_table
+    from adcore.options import RunOptions
+    from adcore.report.terminal import format_table
     from adcore.runner import run as run_job
 
     values = parse_set(assignments)

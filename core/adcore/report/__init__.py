@@ -1,7 +1,7 @@
 """Tables and the HTML report of a benchmark (or of a plain ``adcore run``) results folder.
 
 Everything here is rebuilt from the files on disk (``metrics.json``,
-``predictions.csv``, panels, the optional ``roc_pixel.json`` and
+``predictions.csv``, panels, the optional ``roc_image.json``, ``roc_pixel.json`` and
 ``training_log.json`` of each cell, and ``benchmark.json``/``failures.json``
 of the grid), so ``adcore report DIR`` never reruns anything. Missing values
 are shown as ``n/a``; nothing is filled in. A corrupt or foreign
@@ -33,11 +33,12 @@ from typing import Any
 
 from adcore import fs
 from adcore.errors import OutputError
-from adcore.report.collect import Results, collect, read_metrics
+from adcore.report.collect import Results, collect
 from adcore.report.page import render_html
-from adcore.report.tables import METRICS, SORT_KEYS, jsonable, markdown, metric_table, summary_table, write_csv
+from adcore.report.tables import METRICS, jsonable, markdown, metric_table, summary_table, write_csv
+from adcore.results import BENCHMARK, SORT_KEYS
 
-__all__ = ["RESULTS", "Results", "SORT_KEYS", "TABLES", "build", "collect", "read_metrics"]
+__all__ = ["RESULTS", "Results", "SORT_KEYS", "TABLES", "build", "collect"]
 
 #: A folder of `adcore run` results that `adcore report` has written into.
 RESULTS = fs.Kind("a results folder", "adcore-results")
@@ -66,8 +67,6 @@ def build(root: Path, sort: str = "image_auroc") -> dict[str, Any]:
 
 def _claim(root: Path) -> None:
     """Let the report overwrite its files in ``root`` only if adcore's marker says the folder is adcore's."""
-    from adcore.benchmark import BENCHMARK
-
     if RESULTS.owns(root) or BENCHMARK.owns(root):
         return
     for path in (root / "report.html", root / "tables"):

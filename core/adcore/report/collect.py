@@ -13,9 +13,9 @@ import attrs
 import numpy as np
 
 from adcore.errors import DataError
+from adcore.results import METRICS_FILE, CategoryResult, read_result
 
-__all__ = ["Results", "collect", "examples", "image_roc", "pixel_roc", "read_metrics", "read_predictions",
-           "training_log"]
+__all__ = ["Results", "collect", "examples", "image_roc", "pixel_roc", "read_predictions", "training_log"]
 
 
 @attrs.define
@@ -23,7 +23,7 @@ class Results:
     """What a results folder holds."""
 
     root: Path
-    cells: dict[tuple[str, str, int], dict[str, Any]]  # (detector, category, seed) -> its metrics.json
+    cells: dict[tuple[str, str, int], CategoryResult]  # (detector, category, seed) -> its metrics.json
     folders: dict[tuple[str, str, int], Path]  # (detector, category, seed) -> the cell's folder
     detectors: list[str]
     categories: list[str]
@@ -31,9 +31,10 @@ class Results:
     grid: dict[str, Any]
     failures: dict[tuple[str, str, int], dict[str, Any]]
 
-    def value(self, detector: str, category: str, seed: int, key: str) -> Any:
+    def value(self, detector: str, category: str, seed: int, key: str) -> float | None:
+        """One of :data:`adcore.results.QUANTITIES` of a cell; None when the cell did not finish."""
         cell = self.cells.get((detector, category, seed))
-        return None if cell is None else cell.get(key)
+        return None if cell is None else cell.value(key)
 
     def status(self, detector: str, category: str, seed: int) -> str:
         if (detector, category, seed) in self.cells:
@@ -53,20 +54,20 @@ def collect(root: Path) -> Results:
         grid = json.loads((root / "benchmark.json").read_text())
     except (OSError, ValueError):
         pass
-    paths = sorted((root / "cells").glob("seed*/*/*/metrics.json")) if (root / "cells").is_dir() else []
+    paths = sorted((root / "cells").glob(f"seed*/*/*/{METRICS_FILE}")) if (root / "cells").is_dir() else []
     if not paths:
-        paths = sorted(root.glob("*/*/metrics.json"))
+        paths = sorted(root.glob(f"*/*/{METRICS_FILE}"))
     paths = [p for p in paths if not any(part.startswith(".") for part in p.relative_to(root).parts)]  # staging
-    cells: dict[tuple[str, str, int], dict[str, Any]] = {}
+    cells: dict[tuple[str, str, int], CategoryResult] = {}
     folders: dict[tuple[str, str, int], Path] = {}
     for path in paths:
         try:
-            metrics = read_metrics(path)
+            result = read_result(path)
         except DataError as exc:
             print(f"Warning: {exc}; skipped", file=sys.stderr, flush=True)
             continue
-        key = (metrics["detector"], metrics["category"], int(metrics.get("seed", 0) or 0))
-        cells[key], folders[key] = metrics, path.parent
+        key = (result.detector, result.category, result.seed)
+        cells[key], folders[key] = result, path.parent
     failures: dict[tuple[str, str, int], dict[str, Any]] = {}
     try:
         for entry in json.loads((root / "failures.json").read_text()):
@@ -81,19 +82,6 @@ def collect(root: Path) -> Results:
     categories = _ordered(grid.get("categories", []), sorted(k[1] for k in keys))
     seeds = sorted(set(grid.get("seeds", [])) | {k[2] for k in keys})
     return Results(root, cells, folders, detectors, categories, seeds, grid, failures)
-
-
-def read_metrics(path: Path) -> dict[str, Any]:
-    """A cell's metrics.json, if it is adcore's for that very cell; else DataError naming the file."""
-    folder = Path(path).parent
-    try:
-        metrics = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path}: not readable JSON ({' '.join(str(exc).split())})") from None
-    if (not isinstance(metrics, dict) or metrics.get("detector") != folder.parent.name
-            or metrics.get("category") != folder.name or not isinstance(metrics.get("seed", 0), int)):
-        raise DataError(f"{path}: not adcore's metrics of {folder.parent.name}/{folder.name}")
-    return metrics
 
 
 def _ordered(first: Sequence[Any], more: Sequence[Any]) -> list[Any]:
@@ -120,9 +108,13 @@ def read_predictions(folder: Path) -> list[dict[str, Any]]:
 
 
 def image_roc(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """Image ROC points recomputed from predictions.csv; None with one class only."""
+    """Image ROC points from the cell's roc_image.json; recomputed from predictions.csv for a cell written
+    before the runner stored them. None with one class only."""
     from adcore import metrics
 
+    stored = _stored_roc(folder / "roc_image.json")
+    if stored is not None:
+        return stored
     rows = read_predictions(folder)
     labels = np.array([r["label"] for r in rows])
     if len(np.unique(labels)) < 2:
@@ -132,8 +124,13 @@ def image_roc(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
 
 def pixel_roc(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """Pixel ROC points from the cell's roc_pixel.json (fpr, tpr arrays), when the runner wrote it."""
+    return _stored_roc(folder / "roc_pixel.json")
+
+
+def _stored_roc(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fpr, tpr) of a ROC file the runner wrote; None when there is none or it is not readable."""
     try:
-        data = json.loads((folder / "roc_pixel.json").read_text())
+        data = json.loads(path.read_text())
         fpr, tpr = np.asarray(data["fpr"], dtype=float), np.asarray(data["tpr"], dtype=float)
     except (OSError, ValueError, KeyError, TypeError):
         return None

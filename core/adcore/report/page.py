@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import quote
 
 from adcore.report.collect import Results, examples, image_roc, pixel_roc, training_log
-from adcore.report.tables import METRICS, NA, PARTIAL, SORT_KEYS, footnote, has_partial, table_rows
+from adcore.report.tables import METRICS, NA, PARTIAL, footnote, has_partial, table_rows
+from adcore.results import SORT_KEYS
 
 __all__ = ["render_html"]
 
@@ -243,8 +244,8 @@ def _example_figure(root: Path, folder: Path, what: str, row: dict[str, Any]) ->
 
 
 def _thresholds(r: Results) -> list[str]:
-    rows = [[d, category, str(s), _num(cell.get("image_threshold")), _num(cell.get("pixel_threshold")),
-             str(cell.get("threshold_source") or NA)]
+    rows = [[d, category, str(s), _num(cell.thresholds.image), _num(cell.thresholds.pixel),
+             str(cell.thresholds.source or NA)]
             for d in r.detectors for category in r.categories for s in r.seeds
             if (cell := r.cells.get((d, category, s))) is not None]
     return ["<h2 id='thresholds'>Thresholds</h2><p class='note'>Decision thresholds used for the predicted "
@@ -265,14 +266,13 @@ def _all_cells(r: Results) -> list[str]:
                     error = r.failures.get((d, category, s), {}).get("error", "")
                     rows.append([d, category, str(s), status, *([NA] * 6), _e(error)])
                     continue
-                ms = (1000.0 * cell["predict_seconds"] / cell["n_test"]
-                      if cell.get("predict_seconds") is not None and cell.get("n_test") else None)
+                ms = cell.value("ms_per_image")
                 where = _href(r.root, r.folders[(d, category, s)])
                 link = f"<a href='{where}/'>{_e(where)}</a>"
-                rows.append([d, category, str(s), status, _num(cell.get("image_auroc")),
-                             _num(cell.get("pixel_auroc")), _num(cell.get("aupro")),
-                             _num(cell.get("fit_seconds"), 3), _num(ms, 3),
-                             NA if cell.get("peak_rss_mb") is None else f"{cell['peak_rss_mb']:.0f}", link])
+                rows.append([d, category, str(s), status, _num(cell.value("image_auroc")),
+                             _num(cell.value("pixel_auroc")), _num(cell.value("aupro")),
+                             _num(cell.value("fit_seconds"), 3), _num(ms, 3),
+                             NA if cell.peak_rss_mb is None else f"{cell.peak_rss_mb:.0f}", link])
     return ["<h2 id='cells'>All cells</h2>",
             _html_table(["detector", "category", "seed", "status", "image AUROC", "pixel AUROC", "AUPRO", "fit s",
                          "ms / image", "peak MB", "folder / error"], rows, mean_first_col=False, raw=True)]
@@ -283,15 +283,15 @@ def _setup(r: Results) -> list[str]:
     grid = r.grid
     parts = ["<h2 id='setup'>Setup</h2><dl>"]
     commands = list(dict.fromkeys([*([grid["command"]] if grid.get("command") else []),
-                                   *(c.get("command") for c in r.cells.values() if c.get("command"))]))
+                                   *(c.command for c in r.cells.values() if c.command)]))
     parts.append("<dt>command</dt><dd>" + ("".join(f"<pre>{_e(c)}</pre>" for c in commands) or NA) + "</dd>")
     if len(commands) > 1:
         parts.append("<dt></dt><dd class='note'>The first is the latest benchmark command; the others produced "
                      "some of the finished cells.</dd>")
-    backbones = {d: sorted({str(c.get("backbone")) for k, c in r.cells.items() if k[0] == d}) for d in r.detectors}
+    backbones = {d: sorted({str(c.backbone) for k, c in r.cells.items() if k[0] == d}) for d in r.detectors}
     parts.append("<dt>backbone</dt><dd>" + _e("; ".join(f"{d}: {', '.join(b) or NA}" for d, b in backbones.items()))
                  + "</dd>")
-    sizes = sorted({c.get("image_size") for c in r.cells.values() if c.get("image_size")})
+    sizes = sorted({c.image_size for c in r.cells.values() if c.image_size})
     parts.append(f"<dt>image size</dt><dd>{_e(', '.join(map(str, sizes)) or grid.get('image_size', NA))}</dd>")
     data = grid.get("data") or grid.get("dataset")
     if data:
@@ -301,7 +301,7 @@ def _setup(r: Results) -> list[str]:
             f"{d}: " + (", ".join(f"{k}={v}" for k, v in vals.items()) or "-") for d, vals in grid["set"].items()))
             + "</dd>")
     versions = dict(grid.get("versions") or {})
-    cell_versions = sorted({str(c.get("adcore_version")) for c in r.cells.values() if c.get("adcore_version")})
+    cell_versions = sorted({str(c.adcore_version) for c in r.cells.values() if c.adcore_version})
     if cell_versions:
         versions["adcore (cells)"] = ", ".join(cell_versions)
     for key, value in versions.items():
@@ -313,7 +313,7 @@ def _setup(r: Results) -> list[str]:
         configs: dict[str, list[str]] = {}  # parameters without the seed -> where they were used
         for k, c in sorted(r.cells.items(), key=lambda item: (item[0][2], item[0][1])):
             if k[0] == d:
-                params = {name: v for name, v in (c.get("config") or {}).items() if name != "seed"}
+                params = {name: v for name, v in c.config.items() if name != "seed"}
                 configs.setdefault(json.dumps(params, indent=2), []).append(f"{k[1]}/seed {k[2]}")
         for config, where in configs.items():
             used = "" if len(configs) == 1 else f" ({', '.join(where)})"

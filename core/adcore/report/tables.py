@@ -15,18 +15,14 @@ import numpy as np
 from adcore import fs
 from adcore.errors import DataError
 from adcore.report.collect import Results
+from adcore.results import METRIC_KEYS, QUANTITIES, SORT_KEYS
 
 __all__ = ["METRICS", "NA", "PARTIAL", "SORT_KEYS", "Stat", "fmt_stat", "footnote", "has_partial", "jsonable",
            "markdown", "metric_table", "stat", "summary_table", "table_rows", "write_csv"]
 
 
-METRICS: tuple[tuple[str, str], ...] = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"),
-                                        ("aupro", "AUPRO"))
-#: --sort keys: title, and whether larger is better.
-SORT_KEYS: dict[str, tuple[str, bool]] = {
-    "image_auroc": ("image AUROC", True), "pixel_auroc": ("pixel AUROC", True), "aupro": ("AUPRO", True),
-    "fit_seconds": ("fit s", False), "ms_per_image": ("ms / image", False), "peak_mb": ("peak MB", False),
-}
+#: The metrics with a table of their own: key and title (both from :data:`adcore.results.QUANTITIES`).
+METRICS: tuple[tuple[str, str], ...] = tuple((key, QUANTITIES[key].title) for key in METRIC_KEYS)
 NA = "n/a"
 PARTIAL = "†"
 
@@ -97,17 +93,16 @@ def summary_table(results: Results, sort: str = "image_auroc") -> dict[str, Any]
     rows = []
     for d in r.detectors:
         done = [r.cells[k] for k in r.cells if k[0] == d]
-        ms = [1000.0 * c["predict_seconds"] / c["n_test"] for c in done
-              if c.get("predict_seconds") is not None and c.get("n_test")]
-        peaks = [c["peak_rss_mb"] for c in done if c.get("peak_rss_mb") is not None]
+        ms = [v for c in done if (v := c.value("ms_per_image")) is not None]
+        peaks = [v for c in done if (v := c.value("peak_mb")) is not None]
         row: dict[str, Any] = {"detector": d}
         for key, _ in METRICS:
             row[key] = tables[key]["rows"][-1]["values"][d]
-        row["fit_seconds"] = stat([c.get("fit_seconds") for c in done], len(done))
+        row["fit_seconds"] = stat([c.value("fit_seconds") for c in done], len(done))
         row["ms_per_image"] = stat(ms, len(ms))
         row["peak_mb"] = max(peaks) if peaks else None
         row["cells"] = f"{len(done)}/{len(r.categories) * len(r.seeds)}"
-        row["backbone"] = ", ".join(sorted({str(c.get("backbone")) for c in done if c.get("backbone")})) or NA
+        row["backbone"] = ", ".join(sorted({str(c.backbone) for c in done if c.backbone})) or NA
         rows.append(row)
     larger_better = SORT_KEYS[sort][1]
 
@@ -123,15 +118,15 @@ def summary_table(results: Results, sort: str = "image_auroc") -> dict[str, Any]
 
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("detector", "detector"), ("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"),
-    ("fit_seconds", "fit s / category"), ("ms_per_image", "ms / image"), ("peak_mb", "peak MB"),
+    ("detector", "detector"), *METRICS, ("fit_seconds", f"{QUANTITIES['fit_seconds'].title} / category"),
+    *((key, QUANTITIES[key].title) for key in ("ms_per_image", "peak_mb")),
     ("cells", "cells done"), ("backbone", "backbone"))
 
 
 def _summary_cell(key: str, value: Any) -> str:
     if value is None:
         return NA
-    if key in ("image_auroc", "pixel_auroc", "aupro"):
+    if key in METRIC_KEYS:
         return fmt_stat(value)
     if key in ("fit_seconds", "ms_per_image"):
         return fmt_stat(attrs.evolve(value, std=None, expected=value.n), 1 if key == "fit_seconds" else 2)
