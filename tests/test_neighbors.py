@@ -37,6 +37,16 @@ def test_exact_kinds_match_brute_force(kind: str, k: int) -> None:
     torch.testing.assert_close(direct, distances, rtol=RTOL, atol=0)
 
 
+def test_queries_far_from_the_bank_fall_back_to_brute_force_exactly() -> None:
+    """Queries the cell bounds cannot prune (uniform noise far from a clustered bank) take the
+    brute-force path for their chunk; the answer is the same."""
+    bank = _clustered_data(3000, 32, 8)
+    queries = torch.rand(400, 32, generator=torch.Generator().manual_seed(9)) * 40 - 20
+    distances, indices = ClusteredIndex(bank, cells=30).search(queries, 3)
+    assert _max_relative(distances, _truth(queries, bank, 3)) < RTOL
+    torch.testing.assert_close((queries.unsqueeze(1) - bank[indices]).norm(dim=2), distances, rtol=RTOL, atol=0)
+
+
 def test_squared_and_bounded_blocks() -> None:
     bank, queries = _clustered_data(2000, 24, 2), _clustered_data(500, 24, 3)
     tiny = ExactIndex(bank, chunk_bytes=4 * 1024)  # many query and bank blocks

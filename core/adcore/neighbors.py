@@ -32,6 +32,13 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "INDEX_KINDS", "NeighbourIndex", "ExactIndex",
 DEFAULT_CHUNK_BYTES = 64 * 2**20  # one float32 distance block; bounds search memory
 INDEX_KINDS = ("exact", "clustered", "ivf", "hnsw")
 _MARGIN = 1e-4  # relative slack on pruning bounds: float rounding must never prune the true neighbour
+#: Brute-force blocks of (queries, bank rows): 8 MB stays in the cache, which doubles the matrix
+#: products' throughput against 64 MB blocks (2 threads: 113 against 52 GFLOP/s).
+_BLOCK_ROWS, _BLOCK_COLUMNS = 2048, 1024
+#: Above this share of the bank still to search after the home cells, a chunk of queries is
+#: searched by brute force: queries far from the bank prune little, and the cell visits'
+#: smaller products cost about 1.7 times as much per distance as cache-sized brute force.
+_DENSE_SHARE = 0.5
 
 
 class NeighbourIndex:
@@ -100,6 +107,7 @@ class ClusteredIndex(NeighbourIndex):
         self.offsets[1:] = counts.cumsum(0)
         self.radius = torch.zeros(cells.count).scatter_reduce_(0, labels, spread, "amax")
         self._bounds = list(zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist()))
+        self._sizes = counts.float()
 
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = max(1, self.chunk_bytes // (4 * 4 * self.cells.count))  # a few (rows, cells) buffers
@@ -112,7 +120,9 @@ class ClusteredIndex(NeighbourIndex):
         return sq, self.order[idx]
 
     def _search_chunk(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nearest cell first (a tight k-th distance), then every cell whose bound beats it."""
+        """Nearest cell first (a tight k-th distance), then every cell whose bound beats it, or
+        brute force when those cells hold most of the bank. Only the indices are used: the
+        caller recomputes the chosen distances."""
         centre_sq = torch.addmm(self.cells.half_sq, queries, self.cells.centres.t(), alpha=-1.0)
         home = centre_sq.argmin(1)
         by_home = home.argsort()  # queries sorted by home cell: the first pass reads contiguous slices
@@ -129,10 +139,14 @@ class ClusteredIndex(NeighbourIndex):
         for cell, (lo, hi) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist())):
             if hi > lo:
                 self._visit(cell, slice(lo, hi), queries, q_sq, best, best_idx)
-        for cell in range(self.cells.count):
-            wanted = (bound[cell] < best[:, -1] * (1 + _MARGIN)).nonzero().squeeze(1)
-            if wanted.numel():
-                self._visit(cell, wanted, queries, q_sq, best, best_idx)
+        left = (bound < best[:, -1] * (1 + _MARGIN)).float().sum(1) @ self._sizes
+        if float(left) > _DENSE_SHARE * queries.shape[0] * self.bank.shape[0]:
+            best_idx = _blocked_topk(queries, self.bank, self.half_sq, k, self.chunk_bytes)
+        else:
+            for cell in range(self.cells.count):
+                wanted = (bound[cell] < best[:, -1] * (1 + _MARGIN)).nonzero().squeeze(1)
+                if wanted.numel():
+                    self._visit(cell, wanted, queries, q_sq, best, best_idx)
         restore = torch.empty_like(by_home)
         restore[by_home] = torch.arange(by_home.numel())
         return best[restore], best_idx[restore]
@@ -289,8 +303,8 @@ def _nearest_centre(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor
 def _blocked_topk(queries: torch.Tensor, bank: torch.Tensor, half_sq: torch.Tensor, k: int,
                   chunk_bytes: int) -> torch.Tensor:
     """Indices (Q, k) of the k smallest ``|b|²/2 - q·b``, never holding more than ``chunk_bytes`` of them."""
-    width = max(k, min(bank.shape[0], chunk_bytes // (4 * 256)))  # bank columns per block
-    rows = max(1, chunk_bytes // (4 * width))
+    width = max(k, min(bank.shape[0], _BLOCK_COLUMNS, chunk_bytes // (4 * 256)))  # bank columns per block
+    rows = max(1, min(_BLOCK_ROWS, chunk_bytes // (4 * width)))
     idx = torch.empty(queries.shape[0], k, dtype=torch.long)
     for start in range(0, queries.shape[0], rows):
         q = queries[start: start + rows].float()  # a float16 gallery is converted block by block
