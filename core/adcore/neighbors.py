@@ -308,13 +308,35 @@ def _blocked_topk(queries: torch.Tensor, bank: torch.Tensor, half_sq: torch.Tens
     idx = torch.empty(queries.shape[0], k, dtype=torch.long)
     for start in range(0, queries.shape[0], rows):
         q = queries[start: start + rows].float()  # a float16 gallery is converted block by block
+        if k == 1:
+            idx[start: start + rows, 0] = _nearest_in_blocks(q, bank, half_sq, width)
+            continue
         value = index = None
         for lo in range(0, bank.shape[0], width):
             block = torch.addmm(half_sq[lo: lo + width], q, bank[lo: lo + width].t(), alpha=-1.0)
-            v, i = block.topk(k, dim=1, largest=False) if k > 1 else block.min(1, keepdim=True)
+            v, i = block.topk(k, dim=1, largest=False)
             value, index = _merge(value, index, v, i + lo, k)
         idx[start: start + rows] = index
     return idx
+
+
+def _nearest_in_blocks(q: torch.Tensor, bank: torch.Tensor, half_sq: torch.Tensor, width: int) -> torch.Tensor:
+    """Index of each query's nearest bank row: block minima by value first (a minimum without
+    its index is an order of magnitude cheaper), then the index inside each query's winning block."""
+    best = torch.full((q.shape[0],), math.inf)
+    winner = torch.zeros(q.shape[0], dtype=torch.long)
+    for block_no, lo in enumerate(range(0, bank.shape[0], width)):
+        value = torch.addmm(half_sq[lo: lo + width], q, bank[lo: lo + width].t(), alpha=-1.0).amin(1)
+        closer = value < best
+        best = torch.where(closer, value, best)
+        winner.masked_fill_(closer, block_no)
+    nearest = torch.empty(q.shape[0], dtype=torch.long)
+    for block_no in winner.unique().tolist():
+        rows = (winner == block_no).nonzero().squeeze(1)
+        lo = block_no * width
+        block = torch.addmm(half_sq[lo: lo + width], q[rows], bank[lo: lo + width].t(), alpha=-1.0)
+        nearest[rows] = block.argmin(1) + lo
+    return nearest
 
 
 def _merge(value: torch.Tensor | None, index: torch.Tensor | None, new_value: torch.Tensor,
