@@ -18,8 +18,8 @@ from adcore.config import strides
 from adcore.detector import Detector, DetectorConfig
 from adcore.ops import resize_to
 
-__all__ = ["CPU_FORWARD_BATCH", "BackboneConfig", "BackboneDetector", "FeatureExtractor", "backbone_levels", "embedding_width",
-           "patch_embedding"]
+__all__ = ["CPU_FORWARD_BATCH", "BackboneConfig", "BackboneDetector", "FeatureExtractor", "backbone_levels",
+           "embedding_width", "patch_embedding"]
 
 
 #: Images per backbone call on a CPU: EfficientNet-Lite0 at 256 px runs 65-70 images/s in
