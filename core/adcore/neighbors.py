@@ -2,17 +2,18 @@
 
 Three kinds of index share one ``search(queries, k, squared)`` call:
 
-- ``"exact"``: brute force, one matrix product per block. Query and bank
-  blocks are sized so that no distance block exceeds ``chunk_bytes``; the
-  product computes ``|b|²/2 - q·b`` (one pass less than the full expansion) and the
-  chosen neighbours' distances are recomputed directly as ``|q - b|``, so they
-  do not carry the expansion's cancellation error.
+- ``"exact"``: brute force, one matrix product per cache-sized block (never more
+  than ``chunk_bytes``). The product computes ``|b|²/2 - q·b`` (one pass less than
+  the full expansion) and the chosen neighbours' distances are recomputed directly
+  as ``|q - b|``, so they do not carry the expansion's cancellation error.
 - ``"clustered"``: exact too, with fewer products, and the default of PatchCore and
   SPADE. The bank is cut into k-means cells; a cell is searched for a query only when
   a lower bound on its distance (ball radius, and the Voronoi half-space of the
   query's nearest centre) beats the k-th best distance found so far. Results are the
-  same as ``"exact"``'s. :class:`PartitionedRows` cuts a row set into cells once and
-  indexes any union of its row groups (SPADE's per-image galleries) with one gather.
+  same as ``"exact"``'s; a chunk of queries whose bounds leave more than half the bank
+  to search (queries far from every cell) is searched by brute force instead.
+  :class:`PartitionedRows` cuts a row set into cells once and indexes any union of
+  its row groups (SPADE's per-image galleries) with one gather.
 - ``"ivf"`` and ``"hnsw"``: faiss's approximate indices (``pip install
   adcore[ann]``). They can only miss a neighbour, so distances are over-estimates;
   calibrate thresholds with the same index.
