@@ -114,15 +114,20 @@ def test_keep_never_lets_padding_change_a_score_or_a_metric(tmp_path):
 
 
 # -- native-size pixel metrics ---------------------------------------------------------
-def test_streamed_pixel_roc_equals_the_in_memory_one_exactly():
+@pytest.mark.parametrize("fpr_limit", [0.3, 0.01, 1.0])
+def test_streamed_pixel_roc_and_aupro_equal_the_in_memory_ones(fpr_limit):
     rng = np.random.default_rng(1)
-    masks = [rng.random(shape) < 0.1 for shape in [(30, 40), (17, 5), (64, 64)]]
+    masks = [rng.random(shape) < 0.1 for shape in [(30, 40), (17, 5), (64, 64)]]  # many regions of 1-6 pixels
+    masks.append(np.zeros((9, 9), bool))  # a normal image
     maps = [np.round(rng.random(m.shape) * 20).astype(np.float32) / 20 + m * 0.1 for m in masks]  # many ties
-    streamed = metrics.pixel_roc_streamed(list(zip(masks, maps)))
+    streamed = metrics.pixel_roc_streamed(list(zip(masks, maps)), fpr_limit)
     flat_masks, flat_maps = np.concatenate([m.ravel() for m in masks]), np.concatenate([m.ravel() for m in maps])
     assert streamed.auroc == metrics.pixel_auroc(flat_masks, flat_maps)
     assert (streamed.n_pos, streamed.n_neg) == (int(flat_masks.sum()), int((~flat_masks).sum()))
-    assert metrics.pixel_roc_streamed([(np.zeros((3, 3), bool), np.ones((3, 3), np.float32))]).auroc is None
+    # the same curve summed in another order: equal to rounding (measured difference <= 2e-15)
+    assert streamed.aupro == pytest.approx(metrics.aupro(masks, maps, fpr_limit), rel=1e-12, abs=0)
+    nothing = metrics.pixel_roc_streamed([(np.zeros((3, 3), bool), np.ones((3, 3), np.float32))])
+    assert nothing.auroc is None and nothing.aupro is None
 
 
 def test_native_pixel_metrics_equal_those_computed_in_memory(tmp_path):
@@ -133,13 +138,16 @@ def test_native_pixel_metrics_equal_those_computed_in_memory(tmp_path):
         maps.append(rng.random((16, 24)).astype(np.float32))
         mask = np.zeros((height, width), bool)
         mask[5:15, 7:20] = i != 1  # the second image is normal
+        mask[30:, 35:] = i == 2  # a second region
         mask_paths.append(None if i == 1 else tmp_path / f"{i}_mask.png")
         if i != 1:
             Image.fromarray(mask.astype(np.uint8) * 255).save(mask_paths[-1])
-        in_memory_masks.append(mask.ravel())
-        in_memory_maps.append(upsample_maps(torch.from_numpy(maps[-1])[None], (height, width))[0].numpy().ravel())
+        in_memory_masks.append(mask)
+        in_memory_maps.append(upsample_maps(torch.from_numpy(maps[-1])[None], (height, width))[0].numpy())
     streamed = streamed_pixel_roc(maps, mask_paths, [(h, w) for w, h in natives])
-    assert streamed.auroc == metrics.pixel_auroc(np.concatenate(in_memory_masks), np.concatenate(in_memory_maps))
+    assert streamed.auroc == metrics.pixel_auroc(np.concatenate([m.ravel() for m in in_memory_masks]),
+                                                 np.concatenate([m.ravel() for m in in_memory_maps]))
+    assert streamed.aupro == pytest.approx(metrics.aupro(in_memory_masks, in_memory_maps), rel=1e-12, abs=0)
 
 
 # -- end to end: the model file records the framing, predict applies it -------------------

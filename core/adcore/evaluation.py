@@ -2,13 +2,13 @@
 
 :func:`evaluate` computes every metric of ``metrics.json`` and the ROC points
 plotted from them, each curve from one sort. Pixel metrics at the working
-resolution use the maps and masks in memory (AUPRO included); at another
-``--eval-size`` they are streamed. Why: at each image's native size a test split can hold 60 million pixels; its
+resolution use the maps and masks in memory; at another ``--eval-size`` they
+(AUPRO included) are streamed. Why: at each image's native size a test split can hold 60 million pixels; its
 maps, masks and a sort of them all at once would not fit. Here each map is
 upsampled (bilinear) and each mask read (nearest neighbour) at the evaluation
 size only while that image is counted (:func:`adcore.metrics.pixel_roc_streamed`),
 so memory holds the defect pixels' scores and one image. The result is exact:
-the same pixel AUROC as the same pixels held in memory.
+the same pixel AUROC and AUPRO as the same pixels held in memory.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def evaluate(framing: Framing, test: Sequence[Sample], prediction: Inspection, *
     elif has_masks and not in_memory:
         shapes = [eval_shape(eval_size, size, m.shape) for size, m in zip(native_sizes, prediction.maps)]
         streamed = streamed_pixel_roc(prediction.maps, [s.mask_path for s in test], shapes)
-        pixel_auroc = _defined(streamed.auroc)  # AUPRO needs every region's pixels at once; see architecture.md
+        pixel_auroc, aupro = _defined(streamed.auroc), _defined(streamed.aupro)
         pixel_points = streamed.points() if pixel_auroc is not None else None
     values = Metrics(
         image_auroc=_defined(image.auroc),
@@ -143,5 +143,5 @@ class _Pairs:
 
 def streamed_pixel_roc(maps: Sequence[np.ndarray], masks: Sequence[Path | None],
                        shapes: Sequence[tuple[int, int]]) -> StreamedROC:
-    """Exact pixel ROC of working-resolution ``maps`` against mask files, each at its shape in ``shapes``."""
+    """Exact pixel ROC and AUPRO of working-resolution ``maps`` against mask files, each at its shape in ``shapes``."""
     return pixel_roc_streamed(_Pairs(maps, masks, shapes))

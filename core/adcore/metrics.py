@@ -359,13 +359,8 @@ def aupro(masks: np.ndarray | Sequence[np.ndarray], maps: np.ndarray | Sequence[
     parts = []
     n_regions = 0
     for mask in masks:
-        mask = np.asarray(mask).astype(bool, copy=False)
-        ids = np.zeros(mask.shape, dtype=np.uint32)
-        if mask.any():
-            lab, count = ndimage.label(mask, structure=_STRUCTURE_8)
-            nz = lab > 0
-            ids[nz] = lab[nz].astype(np.uint32) + np.uint32(n_regions)
-            n_regions += count
+        ids, count = _regions(np.asarray(mask).astype(bool, copy=False), n_regions)
+        n_regions += count
         parts.append(ids.reshape(-1))
     region_ids = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
     del parts
@@ -384,16 +379,29 @@ def aupro(masks: np.ndarray | Sequence[np.ndarray], maps: np.ndarray | Sequence[
     fpr = np.concatenate(([0.0], fp / n_normal))
     pro = np.concatenate(([0.0], pro))
 
-    # Keep all points with fpr <= limit, then interpolate at the limit.
+    return _area_to_limit(fpr, pro, fpr_limit)
+
+
+def _regions(mask: np.ndarray, first: int = 0) -> tuple[np.ndarray, int]:
+    """Region id of every pixel of one mask (0 = normal, ``first + 1``... = its 8-connected defect regions)."""
+    ids = np.zeros(mask.shape, dtype=np.uint32)
+    if not mask.any():
+        return ids, 0
+    lab, count = ndimage.label(mask, structure=_STRUCTURE_8)
+    inside = lab > 0
+    ids[inside] = lab[inside].astype(np.uint32) + np.uint32(first)
+    return ids, int(count)
+
+
+def _area_to_limit(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
+    """Trapezoid area under (fpr, pro) up to ``fpr_limit`` (interpolated linearly there), over ``fpr_limit``."""
     k = int(np.searchsorted(fpr, fpr_limit, side="right"))
     x, y = fpr[:k], pro[:k]
     if k < fpr.size:
         x0, x1, y0, y1 = fpr[k - 1], fpr[k], pro[k - 1], pro[k]
-        y_lim = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
         x = np.append(x, fpr_limit)
-        y = np.append(y, y_lim)
-    area = float(np.sum(np.diff(x) * (y[1:] + y[:-1]) * 0.5))
-    return area / fpr_limit
+        y = np.append(y, y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0))
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) * 0.5)) / fpr_limit
 
 
 def f1_max(labels: np.ndarray | list, scores: np.ndarray | list) -> tuple[float, float] | None:
@@ -460,7 +468,7 @@ def threshold_metrics(
 
 
 class StreamedROC(NamedTuple):
-    """Pixel ROC counts at every distinct score of a defect pixel (descending).
+    """Pixel ROC counts at every distinct score of a defect pixel (descending), and the AUPRO of the same pixels.
 
     Attributes:
         thresholds: Distinct scores of defect pixels, strictly decreasing.
@@ -469,6 +477,7 @@ class StreamedROC(NamedTuple):
         n_pos: Defect pixels in all.
         n_neg: Normal pixels in all.
         twice_area_pn: 2 * AUROC * n_pos * n_neg as an exact integer (ties count half).
+        aupro: What :func:`aupro` gives on the same pixels held in memory (None where it is undefined).
     """
 
     thresholds: np.ndarray
@@ -477,6 +486,7 @@ class StreamedROC(NamedTuple):
     n_pos: int
     n_neg: int
     twice_area_pn: int
+    aupro: float | None
 
     @property
     def auroc(self) -> float | None:
@@ -495,8 +505,8 @@ class StreamedROC(NamedTuple):
         return fpr, tpr
 
 
-def pixel_roc_streamed(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> StreamedROC:
-    """Exact pixel ROC of (mask, map) pairs that are never all in memory at once.
+def pixel_roc_streamed(pairs: Iterable[tuple[np.ndarray, np.ndarray]], fpr_limit: float = 0.3) -> StreamedROC:
+    """Exact pixel ROC and AUPRO of (mask, map) pairs that are never all in memory at once.
 
     Why not a histogram: binning scores changes the AUROC. Instead the scores of
     defect pixels (a small share of all pixels) are kept, sorted and counted, and
@@ -506,20 +516,36 @@ def pixel_roc_streamed(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Stream
     Mann-Whitney sum over those counts is the trapezoidal AUROC, exactly, with
     memory for the defect pixels plus one image.
 
+    The same counts give the PRO curve exactly: each defect pixel also keeps the
+    weight of its region (8-connected, labelled per image), and between two
+    adjacent defect scores the curve is flat, so its vertices are, for each
+    defect score, the point where the normal pixels above it end and the point
+    after its own ties.
+
     Args:
         pairs: Re-iterable (it is read twice) of ``(mask, map)`` arrays of equal
             shape per pair; shapes may differ between pairs.
+        fpr_limit: Upper FPR integration limit of the AUPRO, in (0, 1].
 
     Returns:
         A :class:`StreamedROC`.
     """
-    positives = [np.zeros(0, np.float32)]
+    if not 0.0 < fpr_limit <= 1.0:
+        raise ValueError("fpr_limit must be in (0, 1]")
+    positives, region_sizes = [np.zeros(0, np.float64)], [np.zeros(0, np.float64)]
+    n_regions = 0
     for mask, image_map in pairs:
         mask, image_map = np.asarray(mask).astype(bool, copy=False), np.asarray(image_map)
         _check_same_size(mask, image_map, "masks/maps")
         positives.append(_as_scores(image_map[mask], "maps").astype(np.float64))
-    values, pos_counts = np.unique(np.concatenate(positives), return_counts=True)  # float32 -> float64 is exact
-    del positives
+        ids, count = _regions(mask)
+        inside = ids[mask]
+        region_sizes.append(np.bincount(inside, minlength=count + 1)[inside].astype(np.float64))
+        n_regions += count
+    values, first, pos_counts = np.unique(np.concatenate(positives), return_inverse=True,
+                                          return_counts=True)  # float32 -> float64 is exact
+    region_weight = np.bincount(first, weights=1.0 / np.concatenate(region_sizes), minlength=values.size)
+    del positives, region_sizes, first
     at_or_below = np.zeros(values.size + 1, np.int64)  # normal pixels by how many defect scores lie below them
     equal = np.zeros(values.size + 1, np.int64)  # normal pixels equal to defect score j
     for mask, image_map in pairs:
@@ -535,4 +561,12 @@ def pixel_roc_streamed(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Stream
     descending = slice(None, None, -1)
     tps = np.cumsum(pos_counts[descending]).astype(np.int64)
     fps = (n_neg - below)[descending]
-    return StreamedROC(values[descending], tps, fps, int(pos_counts.sum()), n_neg, twice)
+    aupro = None
+    if n_regions and n_neg:
+        pro = np.cumsum(region_weight[descending]) / n_regions
+        above = (fps - equal[: values.size][descending]) / n_neg  # normal pixels above each defect score
+        fpr = np.concatenate(([0.0], np.stack([above, fps / n_neg], 1).reshape(-1), [1.0]))
+        pro_before = np.concatenate(([0.0], pro[:-1]))
+        aupro = _area_to_limit(fpr, np.concatenate(([0.0], np.stack([pro_before, pro], 1).reshape(-1), pro[-1:])),
+                               fpr_limit)
+    return StreamedROC(values[descending], tps, fps, int(pos_counts.sum()), n_neg, twice, aupro)
