@@ -152,7 +152,8 @@ def test_native_pixel_metrics_equal_those_computed_in_memory(tmp_path):
 
 # -- end to end: the model file records the framing, predict applies it -------------------
 @pytest.mark.parametrize("framing_args", [["--resize", "keep", "--eval-size", "native"],
-                                          ["--tile", "32", "--tile-overlap", "0.5"]], ids=["keep", "tiles"])
+                                          ["--tile", "32", "--tile-overlap", "0.5", "--eval-size", "256"]],
+                         ids=["keep", "tiles"])
 def test_predict_applies_the_saved_framing_exactly(tiny_root, tmp_path, framing_args):
     data = tmp_path / "data"
     for source in tiny_root.rglob("*.png"):  # a landscape copy of the tiny set: 64 x 40 images
@@ -160,9 +161,12 @@ def test_predict_applies_the_saved_framing_exactly(tiny_root, tmp_path, framing_
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.open(source).crop((0, 0, 64, 40)).save(target)
     result = invoke("run", "--detector", "patchcore", "--data", data, "--out", tmp_path / "out", "--image-size", "64",
-                    "--set", "coreset_ratio=0.2", "--no-panels", *framing_args)
+                    "--set", "coreset_ratio=0.2", *framing_args)
     assert result.exit_code == 0, result.output
     folder = tmp_path / "out" / "patchcore" / "machined_part"
+    if "256" in framing_args:  # panels at the evaluation size (256 x 160), not the working one (64 x 40)
+        panels = list((folder / "panels").rglob("*.png"))
+        assert panels and all(5 * 256 <= Image.open(p).width < 5 * 256 + 40 for p in panels)
     saved = json.loads((folder / "model" / "config.json").read_text())["metadata"]["framing"]
     result_json = json.loads((folder / "metrics.json").read_text())
     assert saved == result_json["framing"] and saved["resize" if "--resize" in framing_args else "tile"] in ("keep", 32)

@@ -40,14 +40,14 @@ from scipy import ndimage
 __all__ = [
     "ROC",
     "StreamedROC",
+    "aupro",
+    "f1_max",
     "image_auroc",
     "pixel_auroc",
     "pixel_roc_streamed",
-    "aupro",
-    "f1_max",
-    "threshold_metrics",
     "roc_curve",
     "roc_points",
+    "threshold_metrics",
 ]
 
 _SIGN_BIT = np.uint32(0x80000000)

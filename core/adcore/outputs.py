@@ -11,7 +11,7 @@ so a failure or Ctrl-C never leaves half-written output. Layout::
     roc_image.png, .json    with both classes in the test set (the report overlays the stored points)
     roc_pixel.png, .json    with defect pixels
     training_log.json       a trained detector's loss per epoch
-    panels/<defect>/<stem>.png
+    panels/<defect>/<stem>.png  at the evaluation size (--eval-size)
     model/                  model.safetensors + config.json
 """
 
@@ -22,12 +22,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from adcore import fs, visualize
 from adcore.data import Category
 from adcore.detector import Detector
-from adcore.evaluation import Evaluation, flat
+from adcore.evaluation import Evaluation, eval_shape, flat
 from adcore.framing import Framing, Inspection
+from adcore.imageio import image_size, read_rgb
+from adcore.ops import upsample_maps
 from adcore.progress import bar
 from adcore.results import METRICS_FILE, CategoryResult
 
@@ -87,16 +90,22 @@ def _write_predictions(path: Path, category: Category, scores: np.ndarray, image
 
 def _write_panels(folder: Path, category: Category, prediction: Inspection, masks: Sequence[np.ndarray] | None,
                   result: CategoryResult, framing: Framing, vmin: float, vmax: float) -> None:
-    """One panel per test image at the working resolution (the image as the detector saw it, unpadded).
+    """One panel per test image at the evaluation size (the working resolution by default, the image unpadded).
 
-    The masks the metrics read are reused; otherwise masks are read one at a time (at native resolution
-    all of them would not fit).
+    The masks the metrics read are reused; otherwise each image, map and mask is made at its evaluation
+    size one at a time (at native resolution all of them would not fit).
     """
     test = list(category.test)
     image_threshold, pixel_threshold = result.thresholds.image, result.thresholds.pixel
     with bar(total=len(test), desc="panels", unit="img") as progress:
         for i, sample in enumerate(test):
-            image = framing.read(sample.path)
+            image_map = prediction.maps[i]
+            shape = eval_shape(result.eval_size, image_size(sample.path), image_map.shape)
+            if shape == image_map.shape:
+                image = framing.read(sample.path)
+            else:
+                image = read_rgb(sample.path, (shape[1], shape[0]))
+                image_map = upsample_maps(torch.from_numpy(np.ascontiguousarray(image_map))[None], shape)[0].numpy()
             score = float(prediction.scores[i])
             verdict = "" if image_threshold is None else (
                 "  -> DEFECTIVE" if score >= image_threshold else "  -> normal")
@@ -105,12 +114,11 @@ def _write_panels(folder: Path, category: Category, prediction: Inspection, mask
             if masks is not None:
                 gt: np.ndarray | None = masks[i]
             elif category.has_masks or sample.label == 0:
-                gt = framing.read_mask(sample.mask_path, prediction.maps[i].shape)
+                gt = framing.read_mask(sample.mask_path, shape)
             else:
                 gt = None
-            visualize.save_panel(folder / sample.defect / f"{sample.path.stem}.png", image,
-                                 prediction.maps[i], gt_mask=gt, threshold=pixel_threshold,
-                                 vmin=vmin, vmax=vmax, title=title)
+            visualize.save_panel(folder / sample.defect / f"{sample.path.stem}.png", image, image_map, gt_mask=gt,
+                                 threshold=pixel_threshold, vmin=vmin, vmax=vmax, title=title)
             progress.update(1)
 
 

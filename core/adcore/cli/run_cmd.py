@@ -79,7 +79,7 @@ _FRAMING_OPTIONS = [
     click.option("--eval-size", default="working", show_default=True,
                  callback=lambda ctx, param, value: parse_eval_size(value), metavar="|".join(EVAL_SIZES) + "|N",
                  help="Resolution of pixel metrics: the maps' own (working), each image's file size (native), or a "
-                      "longest side N; native and N are streamed one image at a time (exact pixel AUROC, no AUPRO)."),
+                      "longest side N; native and N are streamed one image at a time (exact pixel AUROC and AUPRO)."),
 ]
 
 
