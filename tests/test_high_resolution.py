@@ -59,7 +59,9 @@ def test_overlapping_tiles_keep_the_maximum_so_a_defect_is_not_diluted():
     (["--eval-size", "big"], "--eval-size must be working or native or an int"),
     (["--resize", "crop"], "--resize"),
     (["--tile", "128"], "--tile 128 is larger than"),  # the tiny set's images are 64 px
-], ids=["tile-small", "overlap-one", "scale-zero", "overlap-without-tile", "eval-size", "resize", "tile-too-large"])
+    (["--per-position"], "--per-position applies to tiles; add --tile SIZE"),
+], ids=["tile-small", "overlap-one", "scale-zero", "overlap-without-tile", "eval-size", "resize", "tile-too-large",
+        "positions-without-tile"])
 def test_bad_tiling_options_are_one_line_errors(tiny_root, tmp_path, args, fragment):
     result = invoke("run", "--detector", "patchcore", "--data", tiny_root, "--out", tmp_path / "out", *args)
     assert fragment in one_line_error(result)
@@ -152,8 +154,9 @@ def test_native_pixel_metrics_equal_those_computed_in_memory(tmp_path):
 
 # -- end to end: the model file records the framing, predict applies it -------------------
 @pytest.mark.parametrize("framing_args", [["--resize", "keep", "--eval-size", "native"],
-                                          ["--tile", "32", "--tile-overlap", "0.5", "--eval-size", "256"]],
-                         ids=["keep", "tiles"])
+                                          ["--tile", "32", "--tile-overlap", "0.5", "--eval-size", "256"],
+                                          ["--tile", "32", "--tile-overlap", "0.5", "--per-position"]],
+                         ids=["keep", "tiles", "per-position"])
 def test_predict_applies_the_saved_framing_exactly(tiny_root, tmp_path, framing_args):
     data = tmp_path / "data"
     for source in tiny_root.rglob("*.png"):  # a landscape copy of the tiny set: 64 x 40 images

@@ -142,6 +142,15 @@ class Detector(abc.ABC):
                 whole, anything else is refused (:class:`~adcore.errors.OutputError`).
             metadata: JSON-serialisable extras (thresholds, image size, ...).
         """
+        from adcore import fs
+
+        self._check_fitted("save")
+        # config.json is the model folder's marker: only a folder holding an adcore model is replaced.
+        return fs.replace_folder(Path(folder), lambda staging: self.write_files(staging, metadata),
+                                 fs.Kind("a saved model folder", MODEL_FORMAT, CONFIG_FILE))
+
+    def write_files(self, folder: Path, metadata: Mapping[str, Any] | None = None) -> None:
+        """The files of :meth:`save` into ``folder`` (a staging folder: this step alone is not atomic)."""
         from safetensors.torch import save_file
 
         from adcore import fs
@@ -159,13 +168,9 @@ class Detector(abc.ABC):
             "config": as_json_dict(self.config),
             "metadata": dict(metadata or {}),
         }
-
-        def write(staging: Path) -> None:
-            save_file(tensors, str(staging / TENSORS_FILE))
-            fs.write_json(staging / CONFIG_FILE, document)
-
-        # config.json is the model folder's marker: only a folder holding an adcore model is replaced.
-        return fs.replace_folder(Path(folder), write, fs.Kind("a saved model folder", MODEL_FORMAT, CONFIG_FILE))
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(folder / TENSORS_FILE))
+        fs.write_json(folder / CONFIG_FILE, document)
 
     @classmethod
     def load(cls, folder: str | Path) -> Detector:

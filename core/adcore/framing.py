@@ -13,7 +13,9 @@ Three framings, applied by the core around any detector (no plugin code):
 * tiles (``tile`` set): the image is scaled by ``tile_scale`` (1 = native),
   aspect ratio kept, and cut into overlapping tiles (:mod:`adcore.tiling`);
   ``fit`` sees the tiles of normal images, the tile maps are stitched by
-  maximum, and the image score is the maximum of the tiles' scores.
+  maximum, and the image score is the maximum of the tiles' scores. With
+  ``per_position`` (aligned parts, every image of one size) each tile
+  position gets its own detector (:mod:`adcore.positions`).
 
 Maps come back at the *working* resolution: the square, the crop, or the
 scaled image. The framing is saved in a model's metadata, so ``adcore predict``
@@ -22,7 +24,7 @@ applies exactly what the model was fitted with.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,9 +34,10 @@ import numpy as np
 import torch
 
 from adcore.data.loading import ImageBatches
-from adcore.detector import Prediction
-from adcore.errors import ConfigError
+from adcore.detector import Detector, Prediction
+from adcore.errors import ConfigError, DataError
 from adcore.imageio import image_size, read_mask, read_rgb
+from adcore.positions import PositionModels, fit_positions
 from adcore.progress import bar
 from adcore.tiling import TileGrid, cut_tiles, stitch_maps, tile_grid
 
@@ -69,6 +72,7 @@ class Framing:
     tile: int | None = None
     tile_overlap: float = 0.0
     tile_scale: float = 1.0
+    per_position: bool = False
 
     # -- sizes -----------------------------------------------------------
     @property
@@ -90,6 +94,11 @@ class Framing:
         sizes = [image_size(p) for p in paths]
         if self.tile is None:
             return sizes
+        if self.per_position and sizes:
+            for path, size in zip(paths, sizes):
+                if self.working_shape(*size) != self.working_shape(*sizes[0]):
+                    raise ConfigError(f"--per-position needs every image of a category at one size: {path} is "
+                                      f"{size[0]}x{size[1]}, {paths[0]} is {sizes[0][0]}x{sizes[0][1]}")
         for path, (width, height) in zip(paths, sizes):
             h, w = self.working_shape(width, height)
             if self.tile > min(h, w):
@@ -101,7 +110,7 @@ class Framing:
     def metadata(self) -> dict[str, Any]:
         """What a model file records (``metadata.framing``), checked by :mod:`adcore.modelfile`."""
         return {"resize": self.resize, "tile": self.tile, "tile_overlap": self.tile_overlap,
-                "tile_scale": self.tile_scale}
+                "tile_scale": self.tile_scale, "per_position": self.per_position}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> Framing:
@@ -119,23 +128,29 @@ class Framing:
         """A ground-truth mask at ``shape`` (h, w); all False for a normal image."""
         return np.zeros(shape, bool) if path is None else read_mask(path, (shape[1], shape[0]))
 
-    def _detector_input(self, path: Path) -> torch.Tensor:
-        """(3, H, W) float in [0, 1]: the padded square in keep mode, the scaled image for tiles."""
+    def _pixels(self, path: Path) -> torch.Tensor:
+        """(3, H, W) uint8: the padded square in keep mode, the scaled image for tiles."""
         image = self.read(path)
         if self.tile is None and self.resize == "keep":
             s = self.image_size
             image = np.pad(image, ((0, s - image.shape[0]), (0, s - image.shape[1]), (0, 0)), mode="edge")
-        return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float().div_(255.0)
+        return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)
 
-    def _inputs(self, paths: Sequence[Path]) -> Iterator[torch.Tensor]:
-        """Each image's detector input, the next one decoded on a thread while this one is used."""
+    def _detector_input(self, path: Path) -> torch.Tensor:
+        """(3, H, W) float in [0, 1]: what the detector sees of ``path``."""
+        return self._pixels(path).float().div_(255.0)
+
+    def _inputs(self, paths: Sequence[Path], read: Callable[[Path], torch.Tensor] | None = None
+                ) -> Iterator[torch.Tensor]:
+        """Each image's detector input (or ``read(path)``), the next one decoded on a thread while this one is used."""
         if not paths:
             return
+        read = read or self._detector_input
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._detector_input, paths[0])
+            pending = pool.submit(read, paths[0])
             for path in paths[1:]:
                 ready = pending.result()
-                pending = pool.submit(self._detector_input, path)
+                pending = pool.submit(read, path)
                 yield ready
             yield pending.result()
 
@@ -146,9 +161,17 @@ class Framing:
             return ImageBatches(paths, self.image_size, batch_size)
         return _FramedBatches(self, list(paths), batch_size)
 
+    def fit_positions(self, make: Callable[[], Detector], paths: Sequence[Path], batch_size: int) -> PositionModels:
+        """With ``per_position``: one detector from ``make()`` per tile position, fitted on that tile of ``paths``."""
+        height, width = self.working_shape(*image_size(paths[0]))  # check_images made them all this size
+        grid = tile_grid(height, width, self.tile, self.tile_overlap)  # type: ignore[arg-type]
+        return fit_positions(make, lambda chosen: self._inputs(chosen, self._pixels), paths, grid, batch_size)
+
     def predict(self, scorer: Predictor, paths: Sequence[Path], batch_size: int,
                 progress: str | None = "predict") -> Inspection:
         """Score images and return one map per image at its working resolution."""
+        if isinstance(scorer, PositionModels):
+            return self._predict_positions(scorer, list(paths), batch_size, progress)
         if self.tile is None and self.resize == "squash":
             prediction = scorer.predict(ImageBatches(paths, self.image_size, batch_size), progress=progress)
             return Inspection(prediction.scores, list(prediction.anomaly_maps))
@@ -182,6 +205,28 @@ class Framing:
                 maps.append(stitched[0].numpy())
                 shown.update(1)
         return Inspection(np.array(scores, dtype=np.float32), maps)
+
+
+    def _predict_positions(self, scorer: PositionModels, paths: list[Path], batch_size: int,
+                           progress: str | None) -> Inspection:
+        """A few images at a time: each detector scores its own tile of all of them in one batch."""
+        grid = scorer.grid
+        chunk = max(1, batch_size // grid.count)
+        scores, maps = [], []
+        with bar(total=len(paths), desc=progress or "tiles", unit="img", enabled=progress is not None) as shown:
+            held: list[torch.Tensor] = []
+            for i, (path, image) in enumerate(zip(paths, self._inputs(paths))):
+                if tuple(image.shape[1:]) != (grid.height, grid.width):
+                    raise DataError(f"{path}: {image.shape[2]}x{image.shape[1]} at the working resolution, but this "
+                                    f"per-position model was fitted on {grid.width}x{grid.height} images")
+                held.append(image)
+                if len(held) == chunk or i == len(paths) - 1:
+                    best, tile_maps = scorer.predict_images(torch.stack(held))
+                    scores.append(best)
+                    maps.extend(stitch_maps(tile_maps.view(-1, grid.tile, grid.tile), grid).numpy())
+                    shown.update(len(held))
+                    held = []
+        return Inspection(np.concatenate(scores) if scores else np.zeros(0, np.float32), maps)
 
 
 def _row_groups(grid: TileGrid, batch_size: int) -> Iterator[TileGrid]:

@@ -169,6 +169,9 @@ def _check_metadata(metadata: dict[str, Any], path: Path) -> None:
                           and v[0] <= v[1], "two finite numbers [low, high] with low <= high"),
         "category": (lambda v: isinstance(v, str), "a string"),
         "framing": (lambda v: isinstance(v, dict), "an object"),
+        "positions": (lambda v: isinstance(v, dict) and set(v) == {"height", "width", "count"}
+                      and all(_is_int(n) and n >= 1 for n in v.values()),
+                      "an object of ints >= 1: height, width, count"),
     }
     for key, (fits, rule) in rules.items():
         if key in metadata and not fits(metadata[key]):
@@ -180,7 +183,8 @@ def _check_metadata(metadata: dict[str, Any], path: Path) -> None:
 def _check_framing(framing: dict[str, Any], path: Path) -> None:
     """Resizing and tiling: every field present and in range, so predict applies exactly what was fitted.
 
-    The whole field may be absent: models saved before framings existed were squashed.
+    The whole field may be absent: models saved before framings existed were squashed; so may
+    ``per_position``, which came later (false).
     """
     from adcore.options import RESIZE_MODES, TILE, TILE_OVERLAP, TILE_SCALE
 
@@ -189,11 +193,12 @@ def _check_framing(framing: dict[str, Any], path: Path) -> None:
         "tile": (lambda v: v is None or (_is_int(v) and TILE.contains(v)), f"null or {TILE.describe()}"),
         "tile_overlap": (lambda v: _is_number(v) and TILE_OVERLAP.contains(v), TILE_OVERLAP.describe()),
         "tile_scale": (lambda v: _is_number(v) and TILE_SCALE.contains(v), TILE_SCALE.describe()),
+        "per_position": (lambda v: isinstance(v, bool), "true or false"),
     }
     for key, (fits, rule) in rules.items():
-        if key not in framing:
+        if key not in framing and key != "per_position":
             raise ModelFileError(f"{path}: metadata field 'framing.{key}' is missing")
-        if not fits(framing[key]):
+        if key in framing and not fits(framing[key]):
             raise ModelFileError(f"{path}: metadata field 'framing.{key}' must be {rule}; "
                                  f"got {_shown(framing[key])}")
     unknown = [key for key in framing if key not in rules]

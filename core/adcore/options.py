@@ -96,6 +96,7 @@ class JobOptions:
     tile: int | None = None
     tile_overlap: float = 0.0
     tile_scale: float = 1.0
+    per_position: bool = False
     eval_size: str | int = "working"
     assignments: Mapping[str, str] = attrs.field(factory=dict)
     holdout: float = 0.1
@@ -107,6 +108,8 @@ class JobOptions:
         check_options(self)
         if self.tile is None and (self.tile_overlap != 0.0 or self.tile_scale != 1.0):
             raise ConfigError("--tile-overlap and --tile-scale apply to tiles; add --tile SIZE")
+        if self.tile is None and self.per_position:
+            raise ConfigError("--per-position applies to tiles; add --tile SIZE")
         self.eval_size = parse_eval_size(self.eval_size)
 
     def framing(self) -> Framing:
@@ -114,7 +117,7 @@ class JobOptions:
         from adcore.framing import Framing
 
         return Framing(image_size=self.image_size, resize=self.resize, tile=self.tile,
-                       tile_overlap=self.tile_overlap, tile_scale=self.tile_scale)
+                       tile_overlap=self.tile_overlap, tile_scale=self.tile_scale, per_position=self.per_position)
 
     def dataset_name(self) -> str:
         """The data set reader: ``--dataset``, else ``folder`` with ``--data``, else the synthetic default."""

@@ -31,6 +31,7 @@ from adcore.evaluation import Evaluation, eval_shape, flat
 from adcore.framing import Framing, Inspection
 from adcore.imageio import image_size, read_rgb
 from adcore.ops import upsample_maps
+from adcore.positions import PositionModels
 from adcore.progress import bar
 from adcore.results import METRICS_FILE, CategoryResult
 
@@ -45,7 +46,7 @@ def publish(target: Path, write: Callable[[Path], None]) -> None:
     fs.replace_folder(target, write, RESULT)
 
 
-def write_category(folder: Path, result: CategoryResult, detector: Detector, category: Category,
+def write_category(folder: Path, result: CategoryResult, detector: Detector | PositionModels, category: Category,
                    prediction: Inspection, evaluation: Evaluation, framing: Framing, panels: bool) -> None:
     """Every output of one category into ``folder`` (a staging folder of :func:`publish`)."""
     vmin, vmax = (float(v) for v in np.percentile(flat([m[::4, ::4] for m in prediction.maps]), [1.0, 99.9]))

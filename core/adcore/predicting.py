@@ -27,6 +27,7 @@ from adcore.executors import ExecutorOptions, open_executor
 from adcore.framing import Framing, Inspection
 from adcore.imageio import IMAGE_SUFFIXES, list_images
 from adcore.memory import peak_rss_mb, reset_peak_rss
+from adcore.positions import load_positions
 from adcore.ops import upsample_maps
 from adcore.progress import bar
 
@@ -74,7 +75,10 @@ def load_engine(model_dir: Path, engine: str = "torch",
         return model, meta, model.batch_size
     if engine != "torch":
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
-    detector, meta = load_model(find_model(model_dir), device)
+    folder = find_model(model_dir)
+    detector, meta = load_model(folder, device)
+    if Framing.from_metadata(meta).per_position:
+        return load_positions(folder, detector, meta, device), meta, detector.config.batch_size
     return detector, meta, detector.config.batch_size
 
 

@@ -30,6 +30,7 @@ from adcore.memory import peak_rss_mb, reset_peak_rss
 from adcore.options import JobOptions, RunOptions
 from adcore.outputs import RESULT
 from adcore.plugins import get_registry
+from adcore.positions import PositionModels
 from adcore.predicting import require_finite
 from adcore.progress import log_line
 from adcore.results import CategoryResult, Counts, Thresholds, Timings
@@ -120,15 +121,23 @@ def run_category(options: RunOptions, category: Category, detector: Detector | N
     target, checkpoint = _targets(options, category)
     started = time.perf_counter()
     log_line(f"{options.detector}/{category.name}: fitting on {len(train)} images")
-    with checkpoints.checkpointing(checkpoint, _fingerprint(options, detector, train)) as place:
-        detector.fit(framing.fit_images([s.path for s in train], batch))
+    fitted: Detector | PositionModels = detector
+    resumed_from = None
+    if framing.per_position:  # one detector per tile position; their fits are short and not checkpointed
+        built = [detector]
+        fitted = framing.fit_positions(lambda: built.pop() if built else make_detector(options),
+                                       [s.path for s in train], batch)
+    else:
+        with checkpoints.checkpointing(checkpoint, _fingerprint(options, detector, train)) as place:
+            detector.fit(framing.fit_images([s.path for s in train], batch))
+        resumed_from = place.resumed_from
     fit_seconds = time.perf_counter() - started
     log_line(f"{options.detector}/{category.name}: fitted in {fit_seconds:.0f} s; "
              f"predicting {len(calibration)} calibration + {len(category.test)} test images")
 
-    image_threshold, pixel_threshold = _thresholds(options, framing, detector, calibration)
+    image_threshold, pixel_threshold = _thresholds(options, framing, fitted, calibration)
     started = time.perf_counter()
-    prediction = framing.predict(detector, [s.path for s in test], batch, progress="test")
+    prediction = framing.predict(fitted, [s.path for s in test], batch, progress="test")
     predict_seconds = time.perf_counter() - started
     require_finite([s.path for s in test], prediction.scores, prediction.maps)
 
@@ -146,7 +155,7 @@ def run_category(options: RunOptions, category: Category, detector: Detector | N
         thresholds=Thresholds(image=image_threshold, pixel=pixel_threshold, source=source),
         counts=Counts(n_train=len(train), n_calibration=len(calibration), n_test=len(test),
                       n_test_defective=sum(int(s.label) for s in test)),
-        timings=Timings(fit_seconds=round(fit_seconds, 3), resumed_from_epoch=place.resumed_from,
+        timings=Timings(fit_seconds=round(fit_seconds, 3), resumed_from_epoch=resumed_from,
                         predict_seconds=round(predict_seconds, 3),
                         images_per_second=round(len(test) / predict_seconds, 3) if predict_seconds > 0 else None),
         peak_rss_mb=round(peak_rss_mb(), 1),
@@ -154,13 +163,13 @@ def run_category(options: RunOptions, category: Category, detector: Detector | N
         adcore_version=__version__,
         command=options.command,
     )
-    outputs.publish(target, lambda folder: outputs.write_category(folder, result, detector, category, prediction,
+    outputs.publish(target, lambda folder: outputs.write_category(folder, result, fitted, category, prediction,
                                                                   evaluation, framing, options.panels))
     checkpoints.remove(checkpoint)
     return result
 
 
-def _thresholds(options: RunOptions, framing: Framing, detector: Detector,
+def _thresholds(options: RunOptions, framing: Framing, detector: Detector | PositionModels,
                 calibration: Sequence[Sample]) -> tuple[float | None, float | None]:
     """Image and pixel thresholds from the calibration images' scores; (None, None) without any."""
     if not calibration:

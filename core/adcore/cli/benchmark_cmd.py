@@ -48,9 +48,9 @@ __all__ = ["benchmark"]
 @executor_options
 def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None, categories: tuple[str, ...],
               backbone: str | None, image_size: int, resize: str, tile: int | None, tile_overlap: float,
-              tile_scale: float, eval_size: str | int, assignments: tuple[str, ...], seeds: tuple[int, ...],
-              holdout: float, out: Path, force: bool, no_panels: bool, sort: str, device: str | None,
-              executor: str, jobs: int | None, address: str | None, worker_cpus: float,
+              tile_scale: float, per_position: bool, eval_size: str | int, assignments: tuple[str, ...],
+              seeds: tuple[int, ...], holdout: float, out: Path, force: bool, no_panels: bool, sort: str,
+              device: str | None, executor: str, jobs: int | None, address: str | None, worker_cpus: float,
               worker_memory: float | None) -> None:
     """Run each detector on each category (and seed) like `adcore run`.
 
@@ -73,7 +73,7 @@ def benchmark(detectors: tuple[str, ...], data: Path | None, dataset: str | None
     options = BenchmarkOptions(
         detectors=resolve_detectors(detectors), data=data, dataset=dataset, categories=categories,
         backbone=backbone, image_size=image_size, resize=resize, tile=tile, tile_overlap=tile_overlap,
-        tile_scale=tile_scale, eval_size=eval_size, assignments=values,
+        tile_scale=tile_scale, per_position=per_position, eval_size=eval_size, assignments=values,
         seeds=tuple(dict.fromkeys(seeds)) or (0,), out=out, holdout=holdout, force=force, panels=not no_panels,
         sort=sort, command=shlex.join(["adcore", *sys.argv[1:]]),
         executor=where_to_run(executor, jobs, address, worker_cpus, worker_memory, values.get("device")))

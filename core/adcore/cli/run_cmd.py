@@ -76,6 +76,9 @@ _FRAMING_OPTIONS = [
                  metavar="FRACTION", help=f"Share of a tile overlapping its neighbour; {TILE_OVERLAP.describe()}."),
     click.option("--tile-scale", default=1.0, show_default=True, type=float, callback=within(TILE_SCALE),
                  metavar="S", help=f"Scale applied before tiling (1 = native resolution); {TILE_SCALE.describe()}."),
+    click.option("--per-position", is_flag=True,
+                 help="With --tile: one model per tile position, for aligned parts (fixed camera, one view per "
+                      "category); every image of a category must have the same size."),
     click.option("--eval-size", default="working", show_default=True,
                  callback=lambda ctx, param, value: parse_eval_size(value), metavar="|".join(EVAL_SIZES) + "|N",
                  help="Resolution of pixel metrics: the maps' own (working), each image's file size (native), or a "
@@ -107,8 +110,8 @@ _FRAMING_OPTIONS = [
               help="Device to fit and predict on (auto: a GPU when there is one); default: each detector's own (cpu).")
 def run(detector: str, data: Path | None, dataset: str | None, categories: tuple[str, ...], backbone: str | None,
         backbone_weights: Path | None, image_size: int, resize: str, tile: int | None, tile_overlap: float,
-        tile_scale: float, eval_size: str | int, assignments: tuple[str, ...], seed: int, holdout: float,
-        out: Path, no_panels: bool, device: str | None) -> None:
+        tile_scale: float, per_position: bool, eval_size: str | int, assignments: tuple[str, ...], seed: int,
+        holdout: float, out: Path, no_panels: bool, device: str | None) -> None:
     """Fit DETECTOR on train/good, calibrate thresholds, evaluate on test and write results."""
     from adcore.options import RunOptions
     from adcore.report.terminal import format_table
@@ -121,8 +124,8 @@ def run(detector: str, data: Path | None, dataset: str | None, categories: tuple
         values["device"] = resolve_device(device)
     options = RunOptions(detector=detector, data=data, dataset=dataset, categories=categories, backbone=backbone,
                          image_size=image_size, resize=resize, tile=tile, tile_overlap=tile_overlap,
-                         tile_scale=tile_scale, eval_size=eval_size, assignments=values, seed=seed, out=out,
-                         holdout=holdout, panels=not no_panels, command=shlex.join(["adcore", *sys.argv[1:]]))
+                         tile_scale=tile_scale, per_position=per_position, eval_size=eval_size, assignments=values,
+                         seed=seed, out=out, holdout=holdout, panels=not no_panels, command=shlex.join(["adcore", *sys.argv[1:]]))
     results = run_job(options, echo=click.echo)
     click.echo("")
     click.echo(format_table(results))

@@ -171,6 +171,9 @@ def export_model(model_dir: Path, out: Path, images: Path | None = None,
     _require_exporter()
     model_dir = find_model(Path(model_dir))
     detector, meta = load_model(model_dir, "cpu")
+    if meta.get("framing", {}).get("per_position"):
+        raise ConfigError(f"{model_dir}: a per-position model (--per-position) holds one detector per tile "
+                          "position; adcore export writes one graph and does not export it")
     size = int(meta.get("image_size", 256))
     graph = graph_for(detector)
     probes = probe_images(size, images)
