@@ -31,6 +31,7 @@ from adcore.errors import OutputError  # noqa: E402
 from adcore.export import (EXPORT_FILE, ONNX_FILE, PARITY_FILE, RTOL, ExportError, export_model,  # noqa: E402
                            load_exported)
 from adcore.data import synthetic  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from adcore.plugins import get_registry  # noqa: E402
 
 #: Tiny settings per detector: seconds to fit on 8 images at 64 px, random backbone weights.
@@ -111,6 +112,22 @@ def test_parity_with_torch(store: dict[Any, Any], name: str, size: int) -> None:
     assert parity["within_tolerance"] and [r["batch_size"] for r in parity["runs"]] == list(BATCH_SIZES)
     assert parity["max_rel_score_diff"] <= RTOL and parity["max_rel_map_diff"] <= RTOL
     assert parity["verdicts_differing_beyond_tolerance"] == 0
+
+
+def test_patchcore_searches_its_bank_in_blocks_with_parity(store: dict[Any, Any], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of 16 bank rows (several blocks and a short last one): the export still passes parity."""
+    from adcore.export.graphs import PatchCoreGraph
+
+    monkeypatch.setattr(PatchCoreGraph, "bank_block", 16)
+    model_dir, _, reference = _exported(store, "patchcore", 64)
+    rows = load_file(str(model_dir / "model.safetensors"))["memory_bank"].shape[0]
+    assert rows > 2 * 16 and rows % 16, rows  # measured: 51 rows, so 4 blocks, the last of 3
+    parity = export_model(model_dir, tmp_path / "blocked")
+    assert parity["within_tolerance"] and parity["max_rel_score_diff"] <= RTOL, parity
+    model, _ = load_exported(tmp_path / "blocked")
+    scores, _ = model.run(_images(store, 64)[1].numpy())
+    assert np.abs(scores - reference.scores).max() <= RTOL * np.abs(reference.scores).max()
 
 
 def test_thresholds_travel_beside_the_graph(store: dict[Any, Any]) -> None:
