@@ -136,3 +136,15 @@ def test_export_refuses_a_per_position_model_by_name(runs, tmp_path):
     message = one_line_error(invoke("export", runs["per-position"], "--out", tmp_path / "export"))
     assert "a per-position model (--per-position)" in message
     assert not (tmp_path / "export").exists()
+
+
+def test_serve_scores_a_per_position_model_as_it_ran(runs, aligned, tmp_path):
+    from adcore.serve.scoring import Scorer
+
+    model, meta, _ = load_engine(runs["per-position"])
+    scorer = Scorer(model, meta, "torch", tmp_path)
+    scorer.warm_up()  # every position's detector
+    answer = scorer.score((aligned / "boss" / "test" / "moved" / "0.png").read_bytes())
+    ran = next(float(line.split(",")[3]) for line in (runs["per-position"] / "predictions.csv").read_text().splitlines()
+               if line.startswith("test/moved/0.png"))
+    assert answer["score"] == pytest.approx(ran, rel=1e-5) and answer["map_size"] == [SIDE, SIDE]

@@ -66,7 +66,8 @@ class Scorer:
     def warm_up(self) -> None:
         """One prediction on a blank image: the first real request then pays no one-off costs."""
         with self.lock:
-            self.model.predict(torch.zeros(1, 3, self.size, self.size), progress=None)
+            for model in getattr(self.model, "detectors", [self.model]):  # each one of a per-position model
+                model.predict(torch.zeros(1, 3, self.size, self.size), progress=None)
 
     def score(self, data: bytes, with_map: bool = True) -> dict[str, Any]:
         """The answer for one encoded image (BadImage when it is not one adcore can read)."""
