@@ -9,27 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from adcore import metrics
-from adcore.cli.main import cli
 from adcore.detector import Detector, load_model
 from adcore.errors import ConfigError
 from adcore.evaluation import streamed_pixel_roc
 from adcore.framing import Framing
 from adcore.ops import upsample_maps
 from adcore.tiling import cut_tiles, stitch_maps, tile_grid
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
+from cli_helpers import invoke, one_line_error
 
 
 # -- tiles -------------------------------------------------------------------------

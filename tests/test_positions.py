@@ -7,25 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from adcore.cli.main import cli
 from adcore.errors import ModelFileError
 from adcore.predicting import load_engine
 from adcore.positions import PositionModels
+from cli_helpers import invoke, one_line_error
 
 SIDE, TILE = 128, 64  # 2 x 2 tile positions
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 def _part(rng: np.random.Generator, defect: bool) -> tuple[np.ndarray, np.ndarray]:
