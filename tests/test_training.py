@@ -103,7 +103,8 @@ def test_cache_features_runs_once_and_stacks():
 
 
 def test_loss_history_is_saved_with_the_model_by_the_core(tmp_path, monkeypatch):
-    from adcore.detector import Detector, LOSS_HISTORY, load_model
+    from adcore.detector import Detector, load_model
+    from adcore.modelfile import LOSS_HISTORY
 
     class Toy(Detector):
         name = "toy"

@@ -12,7 +12,7 @@ import abc
 from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 import numpy as np
@@ -21,20 +21,14 @@ import torch
 from adcore import __version__
 from adcore.config import as_json_dict, build, existing_device, in_range, positive_int
 from adcore.errors import ConfigError, DataError, ModelFileError, NotFittedError
+from adcore.modelfile import (CONFIG_FILE, LOSS_HISTORY, MODEL_FORMAT, MODEL_FORMAT_VERSION, TENSORS_FILE, TensorSpec,
+                              module_specs, open_model)
 from adcore.progress import track_batches
 
-__all__ = ["CONFIG_FILE", "Detector", "DetectorConfig", "Images", "LOSS_HISTORY", "MODEL_FORMAT",
-           "MODEL_FORMAT_VERSION", "Prediction", "TENSORS_FILE", "load_model"]
-
-if TYPE_CHECKING:
-    from adcore.modelfile import TensorSpec
+__all__ = ["Detector", "DetectorConfig", "Images", "Prediction", "load_model"]
 
 Images = torch.Tensor | Iterable[torch.Tensor]
 D = TypeVar("D", bound="Detector")
-MODEL_FORMAT = "adcore-model"
-MODEL_FORMAT_VERSION = 1
-TENSORS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 @attrs.define(kw_only=True)
@@ -57,9 +51,6 @@ class Prediction:
 
     scores: np.ndarray
     anomaly_maps: np.ndarray
-
-
-LOSS_HISTORY = "loss_history"  # reserved tensor name in model files
 
 
 class Detector(abc.ABC):
@@ -201,8 +192,6 @@ class Detector(abc.ABC):
         The default takes them from :meth:`_state_modules`, built on the meta device (no
         memory, no weights). None (no modules either) checks only that every value is finite.
         """
-        from adcore.modelfile import module_specs
-
         with torch.device("meta"):
             modules = self._state_modules()
         return None if modules is None else module_specs(modules)
@@ -234,8 +223,6 @@ def load_model(folder: str | Path, device: str | None = None) -> tuple[Detector,
     ``config.json`` and every tensor are checked first (see :mod:`adcore.modelfile`):
     a damaged, foreign or newer model is one ModelFileError naming the file.
     """
-    from adcore.modelfile import open_model
-
     detector, tensors, model_metadata = open_model(Path(folder), device)
     history = tensors.pop(LOSS_HISTORY, None)
     detector._set_state(tensors)
