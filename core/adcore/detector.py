@@ -12,7 +12,7 @@ import abc
 from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 import numpy as np
@@ -23,9 +23,12 @@ from adcore.config import as_json_dict, build, existing_device, in_range, positi
 from adcore.errors import ConfigError, DataError, ModelFileError, NotFittedError
 from adcore.modelfile import (CONFIG_FILE, LOSS_HISTORY, MODEL_FORMAT, MODEL_FORMAT_VERSION, TENSORS_FILE, TensorSpec,
                               module_specs, open_model)
-from adcore.progress import track_batches
+from adcore.progress import Progress, silent, terminal, track_batches
 
-__all__ = ["Detector", "DetectorConfig", "Images", "Prediction", "load_model"]
+__all__ = ["Detector", "DetectorConfig", "Fitting", "Images", "Prediction", "load_model"]
+
+if TYPE_CHECKING:
+    from adcore.checkpoints import Place
 
 Images = torch.Tensor | Iterable[torch.Tensor]
 D = TypeVar("D", bound="Detector")
@@ -51,6 +54,21 @@ class Prediction:
 
     scores: np.ndarray
     anomaly_maps: np.ndarray
+
+
+@attrs.frozen
+class Fitting:
+    """What the caller of ``fit`` chose besides the images, handed to ``_fit`` explicitly (no ambient state).
+
+    Attributes:
+        progress: how the fit shows its progress; plugins pass it to :mod:`adcore.training`
+            or :func:`adcore.progress.track_batches`.
+        checkpoint: where a trained detector's training loop saves and resumes its state
+            (:func:`adcore.training.train`); None: nowhere, nothing is read or written.
+    """
+
+    progress: Progress = silent
+    checkpoint: Place | None = None
 
 
 class Detector(abc.ABC):
@@ -82,12 +100,17 @@ class Detector(abc.ABC):
         return f"{type(self).__name__}({self.config!r})"
 
     # -- public API ------------------------------------------------------
-    def fit(self: D, images: Images) -> D:
+    def fit(self: D, images: Images, *, checkpoint: Place | None = None, progress: Progress = silent) -> D:
         """Learn what normal looks like from normal images only.
 
         Args:
             images: a (N, 3, H, W) float tensor in [0, 1], or an iterable of such
                 batches (re-iterable if the detector makes several passes).
+            checkpoint: where a trained detector saves its state after every epoch and
+                resumes from (``adcore run`` passes one per category); without it no
+                checkpoint is ever read or written.
+            progress: how fitting shows its progress (:func:`adcore.progress.terminal`:
+                bars, as on the command line); silent by default.
 
         Returns:
             The fitted detector itself.
@@ -96,7 +119,7 @@ class Detector(abc.ABC):
         if count == 0:
             raise DataError("cannot fit on an empty training set")
         torch.manual_seed(self.config.seed)
-        self._fit(_OnDevice(batches, self.config.device), count)
+        self._fit(_OnDevice(batches, self.config.device), count, Fitting(progress, checkpoint))
         self.fitted_ = True
         return self
 
@@ -105,7 +128,7 @@ class Detector(abc.ABC):
 
         Args:
             images: as for :meth:`fit`.
-            progress: label of the progress bar, or None for no bar.
+            progress: label of a :func:`adcore.progress.terminal` bar, or None for none.
 
         Returns:
             Scores (N,) and anomaly maps (N, H, W) at the input resolution.
@@ -114,7 +137,7 @@ class Detector(abc.ABC):
         batches, count = _as_batches(images, self.config.batch_size)
         batches = _OnDevice(batches, self.config.device)
         if progress is not None:
-            batches = track_batches(batches, count, progress)
+            batches = track_batches(terminal, batches, count, progress)
         scores, maps = [], []
         with torch.no_grad():
             for batch in batches:
@@ -168,10 +191,12 @@ class Detector(abc.ABC):
 
     # -- for subclasses --------------------------------------------------
     @abc.abstractmethod
-    def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
+    def _fit(self, batches: Iterable[torch.Tensor], count: int, fitting: Fitting) -> None:
         """Fit on batches of normal images (float32 in [0, 1], on the config's device); ``count`` in all.
 
-        ``batches`` can be iterated again for a second pass.
+        ``batches`` can be iterated again for a second pass. Report progress through
+        ``fitting.progress``; a trained detector hands ``fitting.progress`` and
+        ``fitting.checkpoint`` to :func:`adcore.training.train`.
         """
 
     @abc.abstractmethod

@@ -31,7 +31,7 @@ from adcore.options import JobOptions, RunOptions
 from adcore.outputs import RESULT
 from adcore.plugins import get_registry
 from adcore.predicting import require_finite
-from adcore.progress import log_line
+from adcore.progress import log_line, terminal
 from adcore.results import CategoryResult, Counts, Thresholds, Timings
 from adcore.thresholds import calibrate, split_calibration
 
@@ -120,8 +120,8 @@ def run_category(options: RunOptions, category: Category, detector: Detector | N
     target, checkpoint = _targets(options, category)
     started = time.perf_counter()
     log_line(f"{options.detector}/{category.name}: fitting on {len(train)} images")
-    with checkpoints.checkpointing(checkpoint, _fingerprint(options, detector, train)) as place:
-        detector.fit(framing.fit_images([s.path for s in train], batch))
+    place = checkpoints.Place(checkpoint, _fingerprint(options, detector, train))
+    detector.fit(framing.fit_images([s.path for s in train], batch), checkpoint=place, progress=terminal)
     fit_seconds = time.perf_counter() - started
     log_line(f"{options.detector}/{category.name}: fitted in {fit_seconds:.0f} s; "
              f"predicting {len(calibration)} calibration + {len(category.test)} test images")
