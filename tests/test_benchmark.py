@@ -35,7 +35,7 @@ def _args(data: Path, out: Path, *extra: str) -> list[str]:
             "--set", "patchcore.coreset_ratio=0.1", "--out", str(out), *extra]
 
 
-def _fake_run_category(options, category):  # type: ignore[no-untyped-def]
+def _fake_run_category(options, category, detector=None):  # type: ignore[no-untyped-def]
     """Writes what run_category writes (without fitting anything), with deterministic scores."""
     rng = np.random.default_rng(options.seed)
     test = list(category.test)
@@ -49,7 +49,7 @@ def _fake_run_category(options, category):  # type: ignore[no-untyped-def]
               "aupro": 0.7, "image_threshold": 1.0, "pixel_threshold": 2.0,
               "threshold_source": "held-out 10% of train/good (1 images)", "n_test": len(test),
               "fit_seconds": 1.0, "predict_seconds": 0.07, "peak_rss_mb": 500.0,
-              "config": as_json_dict(runner.make_detector(options).config), "command": options.command}
+              "config": as_json_dict((detector or runner.make_detector(options)).config), "command": options.command}
 
     def write(folder: Path) -> None:
         (folder / "metrics.json").write_text(json.dumps(result))
@@ -72,11 +72,11 @@ def test_resume_after_interrupt_does_not_repeat_finished_cells(tiny_data, tmp_pa
     real = runner.run_category
     calls: list[int] = []
 
-    def interrupted_on_second_cell(options, category):  # type: ignore[no-untyped-def]
+    def interrupted_on_second_cell(options, category, detector=None):  # type: ignore[no-untyped-def]
         calls.append(options.seed)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(options, category)
+        return real(options, category, detector)
 
     monkeypatch.setattr(runner, "run_category", interrupted_on_second_cell)
     first = CliRunner().invoke(cli, _args(tiny_data, out, "--seed", "0", "--seed", "1"))
@@ -90,9 +90,9 @@ def test_resume_after_interrupt_does_not_repeat_finished_cells(tiny_data, tmp_pa
 
     calls.clear()
 
-    def counting(options, category):  # type: ignore[no-untyped-def]
+    def counting(options, category, detector=None):  # type: ignore[no-untyped-def]
         calls.append(options.seed)
-        return real(options, category)
+        return real(options, category, detector)
 
     monkeypatch.setattr(runner, "run_category", counting)
     second = CliRunner().invoke(cli, _args(tiny_data, out, "--seed", "0", "--seed", "1"))
@@ -114,10 +114,10 @@ def test_resume_after_interrupt_does_not_repeat_finished_cells(tiny_data, tmp_pa
 def test_failing_cell_is_recorded_grid_goes_on_and_exit_is_nonzero(tiny_data, tmp_path, monkeypatch):
     out = tmp_path / "bench"
 
-    def failing_seed_1(options, category):  # type: ignore[no-untyped-def]
+    def failing_seed_1(options, category, detector=None):  # type: ignore[no-untyped-def]
         if options.seed == 1:
             raise RuntimeError("boom in cell")
-        return _fake_run_category(options, category)
+        return _fake_run_category(options, category, detector)
 
     monkeypatch.setattr(runner, "run_category", failing_seed_1)
     args = _args(tiny_data, out, "--seed", "0", "--seed", "1", "--seed", "2")
@@ -136,9 +136,9 @@ def test_failing_cell_is_recorded_grid_goes_on_and_exit_is_nonzero(tiny_data, tm
 
     calls: list[int] = []
 
-    def fixed(options, category):  # type: ignore[no-untyped-def]
+    def fixed(options, category, detector=None):  # type: ignore[no-untyped-def]
         calls.append(options.seed)
-        return _fake_run_category(options, category)
+        return _fake_run_category(options, category, detector)
 
     monkeypatch.setattr(runner, "run_category", fixed)
     again = CliRunner().invoke(cli, args)
@@ -152,9 +152,9 @@ def test_force_reruns_and_other_settings_are_refused(tiny_data, tmp_path, monkey
     out = tmp_path / "bench"
     calls: list[int] = []
 
-    def fake(options, category):  # type: ignore[no-untyped-def]
+    def fake(options, category, detector=None):  # type: ignore[no-untyped-def]
         calls.append(options.seed)
-        return _fake_run_category(options, category)
+        return _fake_run_category(options, category, detector)
 
     monkeypatch.setattr(runner, "run_category", fake)
     assert CliRunner().invoke(cli, _args(tiny_data, out, "--no-panels")).exit_code == 0
@@ -187,8 +187,8 @@ def test_bad_parameter_fails_before_any_cell(tiny_data, tmp_path, monkeypatch):
 
 
 def test_each_detector_is_built_once_per_run_and_per_cell(tiny_data, tmp_path, monkeypatch):
-    """adcore run builds its detector once; a benchmark builds one per cell plus one per detector and seed to
-    check the parameters, and none more to compare finished cells with."""
+    """adcore run builds its detector once; a benchmark builds one per detector and seed to check the parameters,
+    which its first cell to run fits, and none more to compare finished cells with."""
     real = runner.make_detector
     built: list[str] = []
 
@@ -205,8 +205,8 @@ def test_each_detector_is_built_once_per_run_and_per_cell(tiny_data, tmp_path, m
     out = tmp_path / "bench"
     first = CliRunner().invoke(cli, _args(tiny_data, out, "--no-panels"))
     assert first.exit_code == 0, first.output
-    assert len(built) == 2  # the check before any data is read, and the cell's own
+    assert len(built) == 1  # the check before any data is read, which the cell then fits
     built.clear()
     again = CliRunner().invoke(cli, _args(tiny_data, out, "--no-panels"))
     assert again.exit_code == 0 and "finished before, skipped" in again.output
-    assert len(built) == 1  # the check only: the finished cell is compared with the config it gave
+    assert len(built) == 1  # the check only: the finished cell is compared with the config it gave, not run

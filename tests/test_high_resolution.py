@@ -63,7 +63,7 @@ class _RowDetector(Detector):
 
     name = "rows"
 
-    def _fit(self, batches, count):
+    def _fit(self, batches, count, fitting):
         pass
 
     def _predict_batch(self, images):

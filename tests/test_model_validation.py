@@ -27,8 +27,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from adcore.cli.main import cli
-from adcore.detector import CONFIG_FILE, LOSS_HISTORY, TENSORS_FILE, load_model
+from adcore.detector import load_model
 from adcore.errors import ModelFileError
+from adcore.modelfile import CONFIG_FILE, LOSS_HISTORY, TENSORS_FILE
 from adcore.plugins import get_registry
 
 ADCORE = Path(sys.executable).with_name("adcore")
@@ -364,3 +365,10 @@ def test_a_timm_backbone_without_pretrained_weights_is_refused(monkeypatch: pyte
     monkeypatch.setattr(timm.models, "get_pretrained_cfg", lambda arch: NoWeights())
     with pytest.raises(WeightsError, match="no pretrained weights"):
         timm_backbones.create_resnet18((8,))
+
+
+def test_the_model_file_format_sits_below_the_detector():
+    """adcore.detector imports adcore.modelfile, never the other way round: no import cycle between them."""
+    code = "import sys, adcore.modelfile; print('adcore.detector' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "False"

@@ -367,8 +367,8 @@ def _fit(folder: Path, width: int = 8) -> tuple[list[float], nn.Module, int]:
         optimiser.step()
         return loss.item()
 
-    with checkpoints.checkpointing(folder, "fit"):
-        history = train(step, data, EPOCHS, 4, seed=1, saved={"model": model, "optimiser": optimiser})
+    history = train(step, data, EPOCHS, 4, seed=1, checkpoint=checkpoints.Place(folder, "fit"),
+                    saved={"model": model, "optimiser": optimiser})
     return history, model, len(steps)
 
 

@@ -5,6 +5,7 @@ import time
 import pytest
 import torch
 
+from adcore.progress import terminal
 from adcore.training import CachedData, cache_features, train
 
 
@@ -103,12 +104,13 @@ def test_cache_features_runs_once_and_stacks():
 
 
 def test_loss_history_is_saved_with_the_model_by_the_core(tmp_path, monkeypatch):
-    from adcore.detector import Detector, LOSS_HISTORY, load_model
+    from adcore.detector import Detector, load_model
+    from adcore.modelfile import LOSS_HISTORY
 
     class Toy(Detector):
         name = "toy"
 
-        def _fit(self, batches, count):
+        def _fit(self, batches, count, fitting):
             self.mean_ = torch.cat(list(batches)).mean(dim=0)
             self.loss_history_ = [2.0, 1.5]
 
@@ -136,10 +138,42 @@ def test_loss_history_is_saved_with_the_model_by_the_core(tmp_path, monkeypatch)
 def test_epochs_are_logged_where_stderr_is_a_log(monkeypatch, capsys):
     """Bars are off in a redirected run, but each epoch still leaves one plain line."""
     monkeypatch.delenv("ADCORE_PROGRESS")  # automatic mode; pytest's stderr is not a terminal
-    train(lambda batch: 0.5, torch.zeros(4, 1), epochs=2, batch_size=2, seed=0, desc="toy train")
+    train(lambda batch: 0.5, torch.zeros(4, 1), epochs=2, batch_size=2, seed=0, desc="toy train", progress=terminal)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" (")[0] for line in lines] == ["toy train: epoch 1/2 loss 0.5",
                                                        "toy train: epoch 2/2 loss 0.5"]
     monkeypatch.setenv("ADCORE_PROGRESS", "0")
-    train(lambda batch: 0.5, torch.zeros(4, 1), epochs=2, batch_size=2, seed=0)
+    train(lambda batch: 0.5, torch.zeros(4, 1), epochs=2, batch_size=2, seed=0, progress=terminal)
     assert capsys.readouterr().err == ""
+
+
+def test_a_library_fit_is_silent_and_shows_progress_only_when_asked(monkeypatch, capsys):
+    """Progress is the caller's: fit() prints nothing by default, fit(progress=terminal) draws the bars."""
+    from adcore.detector import Detector
+
+    class Trained(Detector):
+        name = "toy"
+
+        def _fit(self, batches, count, fitting):
+            data = cache_features(lambda x: x.mean(dim=(2, 3)), batches, count, fitting.progress, desc="toy features")
+            self.mean_ = data.tensors[0].mean(0)
+            self.loss_history_ = train(lambda batch: 0.5, data, epochs=2, batch_size=2, seed=0, desc="toy train",
+                                       progress=fitting.progress)
+
+        def _predict_batch(self, images):
+            maps = (images.mean(dim=1) - self.mean_.mean()).abs()
+            return maps.flatten(1).amax(1), maps
+
+        def _get_state(self):
+            return {"mean": self.mean_}
+
+        def _set_state(self, tensors):
+            self.mean_ = tensors["mean"]
+
+    monkeypatch.setenv("ADCORE_PROGRESS", "1")  # bars forced on, even though pytest's stderr is no terminal
+    images = torch.rand(4, 3, 8, 8)
+    Trained().fit(images)
+    assert capsys.readouterr().err == ""
+    Trained().fit(images, progress=terminal)
+    shown = capsys.readouterr().err
+    assert "toy features" in shown and "img/s" in shown and "toy train" in shown and "epoch/s" in shown

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from adcore import __version__, fs
+from adcore.config import as_json_dict
 from adcore.errors import AdcoreError, ConfigError, DataError
 from adcore.executors import Outcome, open_executor
 from adcore.options import BenchmarkOptions, RunOptions
@@ -37,6 +38,7 @@ from adcore.results import BENCHMARK, METRICS_FILE, CategoryResult, read_result
 
 if TYPE_CHECKING:
     from adcore.data import Category
+    from adcore.detector import Detector
 
 GRID_FILE = "benchmark.json"
 FAILURES_FILE = "failures.json"
@@ -67,11 +69,16 @@ class Cell:
 
 @attrs.frozen
 class CellJob:
-    """What a worker needs to run one cell: everything ``adcore run`` would get for it."""
+    """What a worker needs to run one cell: everything ``adcore run`` would get for it.
+
+    ``detector`` is the unfitted detector built to check the parameters, handed to the first cell of its
+    (detector, seed) to run, as ``adcore run`` hands its first to the first category; None: the cell builds one.
+    """
 
     label: str
     options: RunOptions
     category: Category
+    detector: Detector | None = None
 
 
 def run_cell(job: CellJob) -> CategoryResult:
@@ -80,7 +87,7 @@ def run_cell(job: CellJob) -> CategoryResult:
     from adcore.progress import log_line
 
     log_line(f"{job.label}: running")
-    return runner.run_category(job.options, job.category)
+    return runner.run_category(job.options, job.category, job.detector)
 
 
 def cell_root(out: Path, seed: int) -> Path:
@@ -178,7 +185,7 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
     """
     from adcore import report, runner
 
-    per_detector, configs = _validate(options)
+    per_detector, checked = _validate(options)
     out = Path(options.out)
     fs.check_output(out, BENCHMARK, inputs=[options.data])
     categories = runner.open_categories(options)
@@ -187,12 +194,16 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
     by_name = {c.name: c for c in categories}
     cells = [Cell(d, c.name, s) for s in options.seeds for d in options.detectors for c in categories]
 
-    def job(cell: Cell, label: str = "") -> CellJob:
-        return CellJob(label, cell_options(options, cell, per_detector[cell.detector]), by_name[cell.category])
+    configs = {key: as_json_dict(detector.config) for key, detector in checked.items()}
+    unused = dict(checked)  # each check detector goes to the first cell of its (detector, seed) that runs
+
+    def job(cell: Cell, label: str) -> CellJob:
+        return CellJob(label, cell_options(options, cell, per_detector[cell.detector]), by_name[cell.category],
+                       unused.pop((cell.detector, cell.seed), None))
 
     for cell in cells:
         if options.force or not is_finished(out, cell):
-            runner.check_outputs(job(cell).options, [by_name[cell.category]])
+            runner.check_outputs(cell_options(options, cell, per_detector[cell.detector]), [by_name[cell.category]])
     if not options.force:
         _check_consistent(out, cells, options, configs)
     fs.prepare_folder(out, BENCHMARK)
@@ -211,14 +222,13 @@ def run_benchmark(options: BenchmarkOptions, echo: Callable[[str], None] = print
     return summary
 
 
-def _validate(options: BenchmarkOptions) -> tuple[dict[str, dict[str, str]], dict[tuple[str, int], dict[str, Any]]]:
-    """Each detector's ``--set`` values and each (detector, seed)'s config, checked before any data is read.
+def _validate(options: BenchmarkOptions) -> tuple[dict[str, dict[str, str]], dict[tuple[str, int], Detector]]:
+    """Each detector's ``--set`` values and each (detector, seed)'s unfitted detector, checked before any data is read.
 
-    Every detector is built once per seed here, as ``adcore run`` builds it to check its parameters; the
-    configs are what finished cells are compared with, and each cell builds its own detector where it runs.
+    Every detector is built once per seed here, as ``adcore run`` builds it to check its parameters; their
+    configs are what finished cells are compared with, and each goes on to the first of its cells that runs.
     """
     from adcore import runner
-    from adcore.config import as_json_dict
 
     if not options.seeds:
         raise ConfigError("--seed needs at least one value")
@@ -231,10 +241,9 @@ def _validate(options: BenchmarkOptions) -> tuple[dict[str, dict[str, str]], dic
             cell_options(options, Cell(name, "?", 0), {}).backbone is None for name in detectors):
         raise ConfigError(f"--backbone {options.backbone}: no detector of this benchmark uses a backbone "
                           f"({', '.join(detectors)})")
-    configs = {(name, seed): as_json_dict(runner.make_detector(
-        cell_options(options, Cell(name, "?", seed), per_detector[name])).config)
-        for name in detectors for seed in options.seeds}
-    return per_detector, configs
+    checked = {(name, seed): runner.make_detector(cell_options(options, Cell(name, "?", seed), per_detector[name]))
+               for name in detectors for seed in options.seeds}
+    return per_detector, checked
 
 
 def _run_cells(out: Path, options: BenchmarkOptions, cells: Sequence[Cell], job: Callable[[Cell, str], CellJob],

@@ -1,9 +1,11 @@
 """Training checkpoints, so an interrupted training resumes at its last finished epoch.
 
-The runner opens a checkpoint folder for each fit with :func:`checkpointing`;
-:func:`adcore.training.train` saves the modules, optimisers and random
-generators a detector hands it after every epoch and, when it finds a
-checkpoint of the same fit (same fingerprint), restores them and goes on.
+The runner names a checkpoint :class:`Place` for each fit and passes it to
+``Detector.fit(images, checkpoint=place)``, which hands it to the detector's
+:func:`adcore.training.train`; a fit without one never reads or writes any.
+``train`` saves the modules, optimisers and random generators a detector hands
+it after every epoch and, when it finds a checkpoint of the same fit (same
+fingerprint), restores them and goes on.
 Tensors go to safetensors and everything else to JSON, so loading a checkpoint
 executes no code, like loading a model. A checkpoint is not a model: the
 runner deletes it once the model is written.
@@ -17,13 +19,11 @@ training starts over: it never blocks a command.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
 
@@ -45,30 +45,11 @@ Rng = Union[np.random.Generator, torch.Generator]
 
 @attrs.define
 class Place:
-    """Where the current fit keeps its checkpoint, what identifies that fit, and where it resumed."""
+    """Where a fit keeps its checkpoint, what identifies that fit, and where it resumed (set by :func:`load`)."""
 
-    folder: Path
+    folder: Path = attrs.field(converter=Path)
     fingerprint: str
     resumed_from: int | None = None  # finished epochs restored from a checkpoint, if any
-
-
-_current: contextvars.ContextVar[Place | None] = contextvars.ContextVar("adcore_checkpoint", default=None)
-
-
-@contextlib.contextmanager
-def checkpointing(folder: Path, fingerprint: str) -> Iterator[Place]:
-    """Let :func:`adcore.training.train` checkpoint into ``folder`` while the block runs."""
-    place = Place(Path(folder), fingerprint)
-    token = _current.set(place)
-    try:
-        yield place
-    finally:
-        _current.reset(token)
-
-
-def current() -> Place | None:
-    """The active checkpoint place, or None outside :func:`checkpointing`."""
-    return _current.get()
 
 
 def remove(folder: Path) -> None:

@@ -21,20 +21,17 @@ import torch
 from adcore import __version__
 from adcore.config import as_json_dict, build, existing_device, in_range, positive_int
 from adcore.errors import ConfigError, DataError, ModelFileError, NotFittedError
-from adcore.progress import track_batches
+from adcore.modelfile import (CONFIG_FILE, LOSS_HISTORY, MODEL_FORMAT, MODEL_FORMAT_VERSION, TENSORS_FILE, TensorSpec,
+                              module_specs, open_model)
+from adcore.progress import Progress, silent, terminal, track_batches
 
-__all__ = ["CONFIG_FILE", "Detector", "DetectorConfig", "Images", "LOSS_HISTORY", "MODEL_FORMAT",
-           "MODEL_FORMAT_VERSION", "Prediction", "TENSORS_FILE", "load_model"]
+__all__ = ["Detector", "DetectorConfig", "Fitting", "Images", "Prediction", "load_model"]
 
 if TYPE_CHECKING:
-    from adcore.modelfile import TensorSpec
+    from adcore.checkpoints import Place
 
 Images = torch.Tensor | Iterable[torch.Tensor]
 D = TypeVar("D", bound="Detector")
-MODEL_FORMAT = "adcore-model"
-MODEL_FORMAT_VERSION = 1
-TENSORS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 @attrs.define(kw_only=True)
@@ -59,7 +56,19 @@ class Prediction:
     anomaly_maps: np.ndarray
 
 
-LOSS_HISTORY = "loss_history"  # reserved tensor name in model files
+@attrs.frozen
+class Fitting:
+    """What the caller of ``fit`` chose besides the images, handed to ``_fit`` explicitly (no ambient state).
+
+    Attributes:
+        progress: how the fit shows its progress; plugins pass it to :mod:`adcore.training`
+            or :func:`adcore.progress.track_batches`.
+        checkpoint: where a trained detector's training loop saves and resumes its state
+            (:func:`adcore.training.train`); None: nowhere, nothing is read or written.
+    """
+
+    progress: Progress = silent
+    checkpoint: Place | None = None
 
 
 class Detector(abc.ABC):
@@ -91,12 +100,17 @@ class Detector(abc.ABC):
         return f"{type(self).__name__}({self.config!r})"
 
     # -- public API ------------------------------------------------------
-    def fit(self: D, images: Images) -> D:
+    def fit(self: D, images: Images, *, checkpoint: Place | None = None, progress: Progress = silent) -> D:
         """Learn what normal looks like from normal images only.
 
         Args:
             images: a (N, 3, H, W) float tensor in [0, 1], or an iterable of such
                 batches (re-iterable if the detector makes several passes).
+            checkpoint: where a trained detector saves its state after every epoch and
+                resumes from (``adcore run`` passes one per category); without it no
+                checkpoint is ever read or written.
+            progress: how fitting shows its progress (:func:`adcore.progress.terminal`:
+                bars, as on the command line); silent by default.
 
         Returns:
             The fitted detector itself.
@@ -105,7 +119,7 @@ class Detector(abc.ABC):
         if count == 0:
             raise DataError("cannot fit on an empty training set")
         torch.manual_seed(self.config.seed)
-        self._fit(_OnDevice(batches, self.config.device), count)
+        self._fit(_OnDevice(batches, self.config.device), count, Fitting(progress, checkpoint))
         self.fitted_ = True
         return self
 
@@ -114,7 +128,7 @@ class Detector(abc.ABC):
 
         Args:
             images: as for :meth:`fit`.
-            progress: label of the progress bar, or None for no bar.
+            progress: label of a :func:`adcore.progress.terminal` bar, or None for none.
 
         Returns:
             Scores (N,) and anomaly maps (N, H, W) at the input resolution.
@@ -123,7 +137,7 @@ class Detector(abc.ABC):
         batches, count = _as_batches(images, self.config.batch_size)
         batches = _OnDevice(batches, self.config.device)
         if progress is not None:
-            batches = track_batches(batches, count, progress)
+            batches = track_batches(terminal, batches, count, progress)
         scores, maps = [], []
         with torch.no_grad():
             for batch in batches:
@@ -182,10 +196,12 @@ class Detector(abc.ABC):
 
     # -- for subclasses --------------------------------------------------
     @abc.abstractmethod
-    def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
+    def _fit(self, batches: Iterable[torch.Tensor], count: int, fitting: Fitting) -> None:
         """Fit on batches of normal images (float32 in [0, 1], on the config's device); ``count`` in all.
 
-        ``batches`` can be iterated again for a second pass.
+        ``batches`` can be iterated again for a second pass. Report progress through
+        ``fitting.progress``; a trained detector hands ``fitting.progress`` and
+        ``fitting.checkpoint`` to :func:`adcore.training.train`.
         """
 
     @abc.abstractmethod
@@ -206,8 +222,6 @@ class Detector(abc.ABC):
         The default takes them from :meth:`_state_modules`, built on the meta device (no
         memory, no weights). None (no modules either) checks only that every value is finite.
         """
-        from adcore.modelfile import module_specs
-
         with torch.device("meta"):
             modules = self._state_modules()
         return None if modules is None else module_specs(modules)
@@ -239,8 +253,6 @@ def load_model(folder: str | Path, device: str | None = None) -> tuple[Detector,
     ``config.json`` and every tensor are checked first (see :mod:`adcore.modelfile`):
     a damaged, foreign or newer model is one ModelFileError naming the file.
     """
-    from adcore.modelfile import open_model
-
     detector, tensors, model_metadata = open_model(Path(folder), device)
     history = tensors.pop(LOSS_HISTORY, None)
     detector._set_state(tensors)

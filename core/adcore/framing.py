@@ -38,7 +38,7 @@ from adcore.detector import Detector, Prediction
 from adcore.errors import ConfigError, DataError
 from adcore.imageio import image_size, read_mask, read_rgb
 from adcore.positions import PositionModels, fit_positions
-from adcore.progress import bar
+from adcore.progress import Progress, bar, silent
 from adcore.tiling import TileGrid, cut_tiles, stitch_maps, tile_grid
 
 __all__ = ["Framing", "Inspection", "Predictor"]
@@ -161,11 +161,13 @@ class Framing:
             return ImageBatches(paths, self.image_size, batch_size)
         return _FramedBatches(self, list(paths), batch_size)
 
-    def fit_positions(self, make: Callable[[], Detector], paths: Sequence[Path], batch_size: int) -> PositionModels:
+    def fit_positions(self, make: Callable[[], Detector], paths: Sequence[Path], batch_size: int,
+                      progress: Progress = silent) -> PositionModels:
         """With ``per_position``: one detector from ``make()`` per tile position, fitted on that tile of ``paths``."""
         height, width = self.working_shape(*image_size(paths[0]))  # check_images made them all this size
         grid = tile_grid(height, width, self.tile, self.tile_overlap)  # type: ignore[arg-type]
-        return fit_positions(make, lambda chosen: self._inputs(chosen, self._pixels), paths, grid, batch_size)
+        return fit_positions(make, lambda chosen: self._inputs(chosen, self._pixels), paths, grid, batch_size,
+                             progress)
 
     def predict(self, scorer: Predictor, paths: Sequence[Path], batch_size: int,
                 progress: str | None = "predict") -> Inspection:

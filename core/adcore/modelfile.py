@@ -1,4 +1,4 @@
-"""Checks of a saved model folder before anything runs.
+"""The model file format (its names and version) and the checks of a saved model folder before anything runs.
 
 ``config.json`` is checked against its schema (top-level fields, format, versions,
 detector, its parameters, the metadata ``adcore predict`` reads) and every tensor of
@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
@@ -26,11 +26,20 @@ from torch import nn
 
 from adcore import __version__
 from adcore.config import from_json_dict
-from adcore.detector import (CONFIG_FILE, LOSS_HISTORY, MODEL_FORMAT, MODEL_FORMAT_VERSION, TENSORS_FILE, Detector)
 from adcore.errors import AdcoreError, ModelFileError
 from adcore.state import modules_state
 
-__all__ = ["IMAGE_SIZE_RANGE", "TensorSpec", "module_specs", "open_model"]
+if TYPE_CHECKING:  # annotations only: adcore.detector imports this module, never the other way round
+    from adcore.detector import Detector
+
+__all__ = ["CONFIG_FILE", "IMAGE_SIZE_RANGE", "LOSS_HISTORY", "MODEL_FORMAT", "MODEL_FORMAT_VERSION", "TENSORS_FILE",
+           "TensorSpec", "module_specs", "open_model"]
+
+MODEL_FORMAT = "adcore-model"
+MODEL_FORMAT_VERSION = 1
+TENSORS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+LOSS_HISTORY = "loss_history"  # reserved tensor name: the training loss per epoch, saved by the core
 
 #: Image sizes a model file may name (``metadata.image_size``), inclusive.
 IMAGE_SIZE_RANGE = (32, 8192)

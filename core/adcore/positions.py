@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from adcore import fs
-from adcore.detector import CONFIG_FILE, MODEL_FORMAT, Detector, load_model
+from adcore.detector import Detector, load_model
 from adcore.errors import ModelFileError
-from adcore.progress import log_line
+from adcore.modelfile import CONFIG_FILE, MODEL_FORMAT
+from adcore.progress import Progress, log_line, silent
 from adcore.tiling import TileGrid, cut_tiles, tile_grid
 
 __all__ = ["FIT_TILE_BYTES", "PositionModels", "fit_positions", "load_positions"]
@@ -92,7 +93,8 @@ class PositionModels:
 
 
 def fit_positions(make: Callable[[], Detector], images: Callable[[Sequence[Path]], Iterator[torch.Tensor]],
-                  paths: Sequence[Path], grid: TileGrid, batch_size: int) -> PositionModels:
+                  paths: Sequence[Path], grid: TileGrid, batch_size: int, progress: Progress = silent
+                  ) -> PositionModels:
     """Fit one detector from ``make()`` per position on that tile of every image in ``paths``.
 
     Args:
@@ -101,6 +103,7 @@ def fit_positions(make: Callable[[], Detector], images: Callable[[Sequence[Path]
         paths: the normal training images, all of the grid's size (checked by the framing).
         grid: their tile grid.
         batch_size: tiles per ``fit`` batch.
+        progress: each position's fit's progress, as ``Detector.fit`` takes it.
 
     The training images' tiles of a group of positions are held in memory as
     uint8 (at most :data:`FIT_TILE_BYTES`), so each image is decoded once per
@@ -116,7 +119,7 @@ def fit_positions(make: Callable[[], Detector], images: Callable[[Sequence[Path]
             held[i] = cut_tiles(image[None], grid)[start:stop]
         for k in range(start, stop):
             log_line(f"tile position {k + 1}/{grid.count}: fitting on {len(paths)} tiles")
-            detectors.append(make().fit(_Tiles(held[:, k - start], batch_size)))
+            detectors.append(make().fit(_Tiles(held[:, k - start], batch_size), progress=progress))
         del held
     return PositionModels(detectors, grid)
 

@@ -32,7 +32,7 @@ from adcore.outputs import RESULT
 from adcore.plugins import get_registry
 from adcore.positions import PositionModels
 from adcore.predicting import require_finite
-from adcore.progress import log_line
+from adcore.progress import log_line, terminal
 from adcore.results import CategoryResult, Counts, Thresholds, Timings
 from adcore.thresholds import calibrate, split_calibration
 
@@ -126,10 +126,10 @@ def run_category(options: RunOptions, category: Category, detector: Detector | N
     if framing.per_position:  # one detector per tile position; their fits are short and not checkpointed
         built = [detector]
         fitted = framing.fit_positions(lambda: built.pop() if built else make_detector(options),
-                                       [s.path for s in train], batch)
+                                       [s.path for s in train], batch, progress=terminal)
     else:
-        with checkpoints.checkpointing(checkpoint, _fingerprint(options, detector, train)) as place:
-            detector.fit(framing.fit_images([s.path for s in train], batch))
+        place = checkpoints.Place(checkpoint, _fingerprint(options, detector, train))
+        detector.fit(framing.fit_images([s.path for s in train], batch), checkpoint=place, progress=terminal)
         resumed_from = place.resumed_from
     fit_seconds = time.perf_counter() - started
     log_line(f"{options.detector}/{category.name}: fitted in {fit_seconds:.0f} s; "

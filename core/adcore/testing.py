@@ -35,12 +35,13 @@ import torch
 from adcore.detector import Detector, load_model
 from adcore.errors import ConfigError, DataError, NotFittedError
 
-__all__ = ["CHECKS", "CLI_CHECKS", "SIZE", "Factory", "check_batch_size_one", "check_defaults_rank_defects_higher",
-           "check_defects_score_higher", "check_deterministic_by_seed", "check_empty_training_set",
-           "check_fit_returns_self", "check_interrupt_keeps_no_model", "check_non_square_input",
-           "check_output_shapes_and_dtypes", "check_predict_before_fit", "check_resume_after_interrupt",
-           "check_run_then_predict", "check_save_load_roundtrip", "check_unknown_parameter", "conformance_data",
-           "detector_checks", "parametrize_with_checks", "parametrize_with_cli_checks"]
+__all__ = ["CHECKS", "CLI_CHECKS", "SIZE", "Factory", "check_batch_size_one", "check_checkpoint_only_when_given",
+           "check_defaults_rank_defects_higher", "check_defects_score_higher", "check_deterministic_by_seed",
+           "check_empty_training_set", "check_fit_returns_self", "check_interrupt_keeps_no_model",
+           "check_non_square_input", "check_output_shapes_and_dtypes", "check_predict_before_fit",
+           "check_resume_after_interrupt", "check_run_then_predict", "check_save_load_roundtrip",
+           "check_unknown_parameter", "conformance_data", "detector_checks", "parametrize_with_checks",
+           "parametrize_with_cli_checks"]
 
 Factory = Callable[..., Detector]
 SIZE = 64
@@ -205,6 +206,27 @@ def check_defaults_rank_defects_higher(factory: Factory, min_auroc: float = 0.5)
         f"(normal mean {scores[labels == 0].mean():.4g}, defect mean {scores[labels == 1].mean():.4g})")
 
 
+def check_checkpoint_only_when_given(factory: Factory) -> None:
+    """A trained detector's plain fit() never touches a checkpoint; given one, fit saves it and resumes from it."""
+    from unittest import mock
+
+    from adcore import checkpoints
+
+    train = _data()[0]
+    refused = AssertionError("fit() without a checkpoint read or wrote one")
+    with mock.patch.object(checkpoints, "load", side_effect=refused), \
+            mock.patch.object(checkpoints, "save", side_effect=refused):
+        factory().fit(train)
+    with tempfile.TemporaryDirectory() as tmp:
+        place = checkpoints.Place(Path(tmp) / "checkpoint", "check")
+        factory().fit(train, checkpoint=place)
+        assert (place.folder / checkpoints.META_FILE).is_file(), (
+            "fit(checkpoint=...) saved nothing: pass fitting.checkpoint to train(checkpoint=...)")
+        again = checkpoints.Place(place.folder, "check")
+        factory().fit(train, checkpoint=again)
+    assert again.resumed_from is not None, "a second fit given the same checkpoint did not resume from it"
+
+
 CHECKS = (check_unknown_parameter, check_predict_before_fit, check_empty_training_set, check_fit_returns_self,
           check_output_shapes_and_dtypes, check_batch_size_one, check_non_square_input,
           check_deterministic_by_seed, check_save_load_roundtrip, check_defects_score_higher)
@@ -223,11 +245,11 @@ def detector_checks(factory: Factory, min_auroc: float = 0.7, min_image_auroc: f
         defect_overrides: parameters for the planted-defect check only, e.g. a longer
             schedule for a method that needs more steps than the other checks.
         min_default_auroc: the bar of the default-schedule check, which detectors tagged
-            ``trainable`` also get (say why where you lower it).
+            ``trainable`` also get (say why where you lower it), with the checkpoint check.
     """
     checks: list[Callable[..., None]] = list(CHECKS)
     if factory().tags.get("trainable"):
-        checks.append(check_defaults_rank_defects_higher)
+        checks += [check_checkpoint_only_when_given, check_defaults_rank_defects_higher]
     for check in checks:
         if check is check_defects_score_higher:
             bound = functools.partial(check, factory, min_auroc, min_image_auroc, defect_overrides)

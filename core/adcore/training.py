@@ -8,26 +8,29 @@ Two functions:
 * :func:`train` runs epochs of mini-batches through a ``step`` callable that
   does the forward pass, the backward pass and the optimiser step(s), and returns
   the batch loss. It shuffles with a ``torch.Generator`` seeded from ``seed``,
-  shows epoch and running loss on a progress bar, stops early on an epoch or
-  time budget, and returns the per-epoch mean losses (the detector keeps them,
-  e.g. as ``loss_history_``).
+  reports epoch and running loss to the caller's ``progress``, stops early on an
+  epoch or time budget, and returns the per-epoch mean losses (the detector keeps
+  them, e.g. as ``loss_history_``).
 
-Inside the runner's :func:`adcore.checkpoints.checkpointing` block, ``train``
+Given a ``checkpoint`` place (``adcore run`` passes one to ``Detector.fit``,
+which hands it on in ``_fit``'s :class:`~adcore.detector.Fitting`), ``train``
 saves the modules, optimisers and random generators passed as ``saved`` and
 ``rngs`` after every epoch, and resumes from such a checkpoint of the same fit
 (a damaged one, or one of another fit, is discarded with a warning and
-training starts over).
+training starts over). Without one, nothing is read or written.
 A KeyboardInterrupt propagates unchanged: the runner writes models atomically,
 so an interrupted fit leaves no model behind, only its last checkpoint.
 
-Example::
+Example (in ``_fit(self, batches, count, fitting)``)::
 
-    data = cache_features(self.embed, batches, count)          # CachedData
-    def step(batch):                                            # batch: a tensor
+    data = cache_features(self.embed, batches, count, fitting.progress)   # CachedData
+    def step(batch):                                                       # batch: a tensor
         loss = loss_fn(model(batch))
         optimiser.zero_grad(); loss.backward(); optimiser.step()
         return loss.item()
-    self.loss_history_ = train(step, data, epochs=c.epochs, batch_size=8, seed=c.seed)
+    self.loss_history_ = train(step, data, epochs=c.epochs, batch_size=8, seed=c.seed,
+                               progress=fitting.progress, checkpoint=fitting.checkpoint,
+                               saved={"model": model, "optimiser": optimiser})
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Any
 import torch
 
 from adcore import checkpoints
-from adcore.progress import bar, log_line, track_batches
+from adcore.progress import Progress, silent, track_batches
 
 __all__ = ["CachedData", "cache_features", "train"]
 
@@ -80,15 +83,17 @@ class CachedData:
 
 
 def cache_features(network: Callable[[torch.Tensor], torch.Tensor | Sequence[torch.Tensor]],
-                   batches: Iterable[torch.Tensor], count: int, desc: str = "features") -> CachedData:
+                   batches: Iterable[torch.Tensor], count: int, progress: Progress = silent,
+                   desc: str = "features") -> CachedData:
     """Run a frozen ``network`` once over every image batch and stack its outputs.
 
     Args:
         network: images (B, 3, H, W) -> a tensor or a list of tensors (e.g. one
             per feature level), each with B rows; run under ``torch.no_grad``.
         batches: image batches (as :meth:`adcore.Detector._fit` receives them).
-        count: number of images in all (sizes the buffers and the progress bar).
-        desc: progress bar label.
+        count: number of images in all (sizes the buffers and the progress task).
+        progress: where the images done are counted (the fit's ``fitting.progress``).
+        desc: progress task label.
 
     Returns:
         CachedData with one (count, ...) float32 tensor per network output, on the
@@ -98,7 +103,7 @@ def cache_features(network: Callable[[torch.Tensor], torch.Tensor | Sequence[tor
     buffers: list[torch.Tensor] | None = None
     filled = 0
     with torch.no_grad():
-        for batch in track_batches(batches, count, desc):
+        for batch in track_batches(progress, batches, count, desc):
             outputs = network(batch)
             outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
             if buffers is None:
@@ -117,8 +122,8 @@ def cache_features(network: Callable[[torch.Tensor], torch.Tensor | Sequence[tor
 
 def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: int, batch_size: int,
           seed: int, time_budget_s: float | None = None, desc: str = "train", drop_last: bool = False,
-          on_epoch_end: Callable[[int, float], None] | None = None,
-          saved: Mapping[str, checkpoints.Saved] | None = None,
+          on_epoch_end: Callable[[int, float], None] | None = None, progress: Progress = silent,
+          checkpoint: checkpoints.Place | None = None, saved: Mapping[str, checkpoints.Saved] | None = None,
           rngs: Mapping[str, checkpoints.Rng] | None = None) -> list[float]:
     """Run up to ``epochs`` epochs of ``step`` over mini-batches of ``data``.
 
@@ -135,11 +140,14 @@ def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: i
         time_budget_s: stop once this many seconds have passed since the start;
             checked after every step, so at least one step runs and the epoch
             in progress ends early (its mean loss still counts as an epoch).
-        desc: progress bar label.
+        desc: progress task label.
         drop_last: skip the last, smaller mini-batch of cached data (useful when
             a step uses batch statistics and a single row would be a problem).
         on_epoch_end: ``f(epoch_index, mean_loss)`` after each epoch, e.g. to
             step a learning-rate schedule.
+        progress: where epochs, the running loss and one milestone per epoch are reported.
+        checkpoint: where to save the state after every epoch and resume from (the fit's
+            ``fitting.checkpoint``); None: no checkpoint is read or written.
         saved: the modules and optimisers a checkpoint must hold (by name);
             without them nothing is checkpointed.
         rngs: every random generator ``step`` draws from (numpy or torch), so a
@@ -160,14 +168,14 @@ def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: i
     started = time.perf_counter()
     history: list[float] = []
     out_of_time = False
-    place = checkpoints.current() if saved else None
+    place = checkpoint if saved else None
     generators = {**(rngs or {}), "_shuffle": generator}
     first = 0
     if place is not None:
         resumed = checkpoints.load(place, saved or {}, generators)
         if resumed is not None:
             first, history = resumed
-    with bar(total=epochs, initial=min(first, epochs), desc=desc, unit="epoch") as progress:
+    with progress(desc, epochs, "epoch", initial=min(first, epochs)) as task:
         for epoch in range(first, epochs):
             if isinstance(data, CachedData):
                 batches: Iterable[Any] = data.batches(batch_size, generator, drop_last)
@@ -178,7 +186,7 @@ def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: i
                 loss = float(step(batch))
                 total += loss
                 steps += 1
-                progress.set_postfix_str(f"epoch {epoch + 1}/{epochs} loss {total / steps:.4g}", refresh=False)
+                task.note(f"epoch {epoch + 1}/{epochs} loss {total / steps:.4g}")
                 if time_budget_s is not None and time.perf_counter() - started >= time_budget_s:
                     out_of_time = True
                     break
@@ -188,8 +196,9 @@ def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: i
             if not math.isfinite(mean):
                 raise FloatingPointError(f"{desc}: loss is {mean} in epoch {epoch + 1}")
             history.append(mean)
-            progress.update(1)
-            log_line(f"{desc}: epoch {epoch + 1}/{epochs} loss {mean:.4g} ({time.perf_counter() - started:.0f} s)")
+            task.advance(1)
+            seconds = time.perf_counter() - started
+            task.milestone(f"{desc}: epoch {epoch + 1}/{epochs} loss {mean:.4g} ({seconds:.0f} s)")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, mean)
             if out_of_time:
@@ -197,6 +206,3 @@ def train(step: Step, data: CachedData | torch.Tensor | Iterable[Any], epochs: i
             if place is not None:
                 checkpoints.save(place, epoch + 1, history, saved or {}, generators)
     return history
-
-
-__all__ = ["CachedData", "cache_features", "train"]

@@ -17,7 +17,7 @@ import torch
 from adcore.detector import Prediction
 from adcore.errors import ConfigError, DataError, ModelFileError
 from adcore.features import CPU_FORWARD_BATCH
-from adcore.progress import track_batches
+from adcore.progress import terminal, track_batches
 
 __all__ = ["EXPORT_FILE", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "ONNX_FILE", "OnnxModel", "find_export",
            "import_onnxruntime", "load_exported", "open_session"]
@@ -117,7 +117,7 @@ class OnnxModel:
             batches = images
             count = len(images) if hasattr(images, "__len__") else 0  # type: ignore[arg-type]
         if progress is not None:
-            batches = track_batches(batches, count, progress)
+            batches = track_batches(terminal, batches, count, progress)
         scores, maps = [], []
         for batch in batches:
             batch_scores, batch_maps = self.run(batch.detach().cpu().float().numpy())

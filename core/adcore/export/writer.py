@@ -25,13 +25,14 @@ import torch
 
 from adcore import __version__, fs
 from adcore.data.loading import load_images
-from adcore.detector import CONFIG_FILE, Detector, Prediction, load_model
+from adcore.detector import Detector, Prediction, load_model
 from adcore.errors import ConfigError, DataError
 from adcore.export.errors import ExportError
 from adcore.export.graphs import graph_for
 from adcore.export.runtime import (EXPORT_FILE, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, INPUT_NAME, ONNX_FILE,
                                    OUTPUT_NAMES, OnnxModel)
 from adcore.imageio import list_images
+from adcore.modelfile import CONFIG_FILE
 
 __all__ = ["BATCH_SIZES", "EXPORT", "EXTERNAL_DATA_BYTES", "PARITY_FILE", "RTOL", "export_model",
            "measure_parity", "probe_images"]

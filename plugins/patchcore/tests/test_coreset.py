@@ -29,13 +29,13 @@ def test_same_picks_as_the_plain_loop():
     centres = torch.randn(20, 200, generator=generator) * 4
     features = centres[torch.randint(0, 20, (1200,), generator=generator)] + torch.randn(1200, 200,
                                                                                           generator=generator)
-    fast = greedy_coreset(features, 0.05, seed=7, progress=False)
+    fast = greedy_coreset(features, 0.05, seed=7)
     assert torch.equal(fast, plain_greedy(features, 0.05, seed=7))
 
 
 def test_ratio_bounds():
     features = torch.randn(50, 8)
-    assert greedy_coreset(features, 1.0, progress=False).tolist() == list(range(50))
-    picks = greedy_coreset(features, 0.001, progress=False)
+    assert greedy_coreset(features, 1.0).tolist() == list(range(50))
+    picks = greedy_coreset(features, 0.001)
     assert picks.shape == (1,)
-    assert len(set(greedy_coreset(features, 0.5, progress=False).tolist())) == 25
+    assert len(set(greedy_coreset(features, 0.5).tolist())) == 25

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from adcore.config import in_range, odd, positive_int, schedule_field
-from adcore.detector import Detector, DetectorConfig
+from adcore.detector import Detector, DetectorConfig, Fitting
 from adcore.ops import crop_windows, gaussian_blur, pad_to_multiple
 from adcore.state import load_modules_state, modules_state
 from adcore.training import cache_features, train
@@ -132,10 +132,10 @@ class DRAEM(Detector):
         return reconstruction[..., :height, :width], logits.softmax(dim=1)[..., :height, :width]
 
     # -- estimator API ---------------------------------------------------
-    def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
+    def _fit(self, batches: Iterable[torch.Tensor], count: int, fitting: Fitting) -> None:
         c = self.config
         # No frozen backbone: the training data are the images themselves, decoded once.
-        data = cache_features(lambda images: images, batches, count, desc="draem images")
+        data = cache_features(lambda images: images, batches, count, fitting.progress, desc="draem images")
         height, width = data.tensors[0].shape[-2:]
         crop = (min(height, c.train_crop or height), min(width, c.train_crop or width))
         rng = np.random.default_rng(c.seed)
@@ -180,7 +180,8 @@ class DRAEM(Detector):
         self.reconstructive_.train()
         self.discriminative_.train()
         self.loss_history_ = train(step, data, c.epochs, c.train_batch_size, c.seed, c.time_budget_s,
-                                   desc="draem train", on_epoch_end=on_epoch_end,
+                                   desc="draem train", on_epoch_end=on_epoch_end, progress=fitting.progress,
+                                   checkpoint=fitting.checkpoint,
                                    saved={"reconstructive": self.reconstructive_,
                                           "discriminative": self.discriminative_, "optimiser": optimiser},
                                    rngs={"simulation": rng})

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from adcore.config import in_range, parameter_error, positive_int, strides
+from adcore.detector import Fitting
 from adcore.errors import DataError, ModelFileError
 from adcore.features import BackboneConfig, BackboneDetector
 from adcore.modelfile import TensorSpec
@@ -200,13 +201,13 @@ class PaDiM(BackboneDetector):
         return out.reshape(batch, grid[0] * grid[1], -1), grid
 
     # -- estimator API ---------------------------------------------------
-    def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
+    def _fit(self, batches: Iterable[torch.Tensor], count: int, fitting: Fitting) -> None:
         c = self.config
         total = sum(self.extractor.channels)
         channels = channel_subset(total, resolve_n_features(c.backbone, total, c.n_features), c.seed)
         accumulator = GaussianAccumulator()
         grid: tuple[int, int] | None = None
-        for batch in track_batches(batches, count, "padim features"):
+        for batch in track_batches(fitting.progress, batches, count, "padim features"):
             embedding, batch_grid = self.embed(batch, channels)
             if grid is None:
                 grid = batch_grid

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from adcore.progress import bar
+from adcore.progress import Progress, silent
 
 __all__ = ["random_projection", "greedy_coreset", "sharded_coreset"]
 
@@ -44,7 +44,7 @@ def random_projection(features: torch.Tensor, dim: int, generator: torch.Generat
 
 
 def greedy_coreset(features: torch.Tensor, ratio: float, projection_dim: int = 128,
-                   start_points: int = 10, seed: int = 0, progress: bool = True) -> torch.Tensor:
+                   start_points: int = 10, seed: int = 0, progress: Progress = silent) -> torch.Tensor:
     """Indices of the greedy coreset of ``features``.
 
     Args:
@@ -53,7 +53,7 @@ def greedy_coreset(features: torch.Tensor, ratio: float, projection_dim: int = 1
         projection_dim: dimension of the random projection used for distances.
         start_points: random points whose mean distance initialises the selection.
         seed: seeds the projection and the start points.
-        progress: show a progress bar.
+        progress: where the picks are counted.
 
     Returns:
         (K,) long tensor of selected row indices in pick order, K = max(1, round(N * ratio)).
@@ -69,19 +69,19 @@ def greedy_coreset(features: torch.Tensor, ratio: float, projection_dim: int = 1
     mind = _distances(z, z_sq, z[starts], z_sq[starts]).mean(1)  # the official initialisation
     selected = torch.empty(count, dtype=torch.long)
     filled = 0
-    with bar(total=count, desc="coreset", unit="pick", enabled=progress) as progress_bar:
+    with progress("coreset", count, "pick") as task:
         while filled < count:
             picks = _round(z, z_sq, mind, count - filled)
             selected[filled: filled + len(picks)] = picks
             filled += len(picks)
             _lower(mind, z, z_sq, picks)
-            progress_bar.update(len(picks))
+            task.advance(len(picks))
     return selected
 
 
 def sharded_coreset(read_shard: Callable[[int, int], torch.Tensor], n: int, ratio: float, exact_limit: int,
                     projection_dim: int = 128, start_points: int = 10, seed: int = 0,
-                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                    progress: Progress = silent) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy coreset of N points read as contiguous shards of at most ``exact_limit`` rows.
 
     ``read_shard(lo, hi)`` returns rows [lo, hi) (from memory or from disk); every

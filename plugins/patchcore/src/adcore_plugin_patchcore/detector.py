@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from adcore.config import in_range, one_of, positive_int, strides
+from adcore.detector import Fitting
 from adcore.features import BackboneConfig, BackboneDetector, embedding_width, patch_embedding
 from adcore.modelfile import TensorSpec
 from adcore.neighbors import INDEX_KINDS, build_index
 from adcore.ops import gaussian_blur, upsample_maps
-from adcore.progress import track_batches
+from adcore.progress import Progress, track_batches
 from adcore_plugin_patchcore.coreset import sharded_coreset
 
 Reader = Callable[[int, int], torch.Tensor]
@@ -88,17 +89,19 @@ class PatchCore(BackboneDetector):
         return embedding.permute(0, 2, 3, 1).reshape(b * h * w, d), (h, w)
 
     # -- estimator API ---------------------------------------------------
-    def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
+    def _fit(self, batches: Iterable[torch.Tensor], count: int, fitting: Fitting) -> None:
         c = self.config
-        with self._stored_features(batches, count) as (read, total):
+        with self._stored_features(batches, count, fitting.progress) as (read, total):
             _, self.memory_bank_ = sharded_coreset(read, total, c.coreset_ratio, c.coreset_exact_limit,
-                                                   c.coreset_projection_dim, c.coreset_start_points, c.seed)
+                                                   c.coreset_projection_dim, c.coreset_start_points, c.seed,
+                                                   fitting.progress)
         self._index = build_index(self.memory_bank_, c.index, c.seed)
 
     @contextmanager
-    def _stored_features(self, batches: Iterable[torch.Tensor], count: int) -> Iterator[tuple[Reader, int]]:
+    def _stored_features(self, batches: Iterable[torch.Tensor], count: int,
+                         progress: Progress) -> Iterator[tuple[Reader, int]]:
         """All training patch features, in memory within the budget, else in a temporary file."""
-        stream = iter(track_batches(batches, count, "patchcore features"))
+        stream = iter(track_batches(progress, batches, count, "patchcore features"))
         first = next(stream)
         embedding, grid = self.embed(first)
         rows = count * grid[0] * grid[1]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adcore.config import in_range, parameter_error, positive_int, schedule_field, strides
+from adcore.detector import Fitting
 from adcore.features import BackboneConfig, BackboneDetector
 from adcore.ops import gaussian_blur, resize_to, upsample_maps
 from adcore.state import load_modules_state, modules_state
@@ -241,9 +242,9 @@ class ReverseDistillation(BackboneDetector):
         return self.decoder_(self.ocbe_(levels), [f.shape[-2:] for f in levels])
 
     # -- estimator API ---------------------------------------------------
-    def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
+    def _fit(self, batches: Iterable[torch.Tensor], count: int, fitting: Fitting) -> None:
         c = self.config
-        teacher = cache_features(self.extractor, batches, count, desc="rd teacher features")
+        teacher = cache_features(self.extractor, batches, count, fitting.progress, desc="rd teacher features")
         self.ocbe_, self.decoder_ = self.build(*self._teacher_levels())
         self.ocbe_.to(c.device).train()
         self.decoder_.to(c.device).train()
@@ -261,7 +262,8 @@ class ReverseDistillation(BackboneDetector):
         # drop_last: a one-image batch would break the BatchNorm statistics at the code's small grid.
         drop_last = count > c.train_batch_size
         self.loss_history_ = train(step, teacher, c.epochs, c.train_batch_size, c.seed, c.time_budget_s,
-                                   desc="rd train", drop_last=drop_last,
+                                   desc="rd train", drop_last=drop_last, progress=fitting.progress,
+                                   checkpoint=fitting.checkpoint,
                                    saved={"ocbe": self.ocbe_, "decoder": self.decoder_, "optimiser": optimiser})
         self.ocbe_.eval()
         self.decoder_.eval()

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from adcore.config import in_range, odd, positive_int, positive_ints, schedule_field
-from adcore.detector import Detector, DetectorConfig
+from adcore.detector import Detector, DetectorConfig, Fitting
 from adcore.ops import crop_windows
 from adcore.state import load_modules_state, modules_state
 from adcore.training import cache_features, train
@@ -125,10 +125,10 @@ class RIAD(Detector):
 
 
     # -- estimator API ---------------------------------------------------
-    def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
+    def _fit(self, batches: Iterable[torch.Tensor], count: int, fitting: Fitting) -> None:
         c = self.config
         # No frozen backbone: the training data are the images themselves, decoded once, in [-1, 1].
-        data = cache_features(to_signed, batches, count, desc="riad images")
+        data = cache_features(to_signed, batches, count, fitting.progress, desc="riad images")
         height, width = data.tensors[0].shape[-2:]
         crop_h, crop_w = min(height, c.train_crop or height), min(width, c.train_crop or width)
         self.network_ = UNet(c.base_width).to(c.device)
@@ -151,7 +151,8 @@ class RIAD(Detector):
 
         self.network_.train()
         self.loss_history_ = train(step, data, c.epochs, c.train_batch_size, c.seed, c.time_budget_s,
-                                   desc="riad train", saved={"network": self.network_, "optimiser": optimiser},
+                                   desc="riad train", progress=fitting.progress, checkpoint=fitting.checkpoint,
+                                   saved={"network": self.network_, "optimiser": optimiser},
                                    rngs={"masks": generator})
         self.network_.eval()
 

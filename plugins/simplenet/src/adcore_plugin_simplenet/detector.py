@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from adcore.config import in_range, positive_int, schedule_field, strides
+from adcore.detector import Fitting
 from adcore.features import BackboneConfig, BackboneDetector, embedding_width, patch_embedding
 from adcore.ops import gaussian_blur, upsample_maps
 from adcore.state import load_modules_state, modules_state
@@ -136,10 +137,11 @@ class SimpleNet(BackboneDetector):
         return embedding.permute(0, 2, 3, 1).contiguous()
 
     # -- estimator API ---------------------------------------------------
-    def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
-        self.fit_features(cache_features(self.embed, batches, count, desc="simplenet features"))
+    def _fit(self, batches: Iterable[torch.Tensor], count: int, fitting: Fitting) -> None:
+        self.fit_features(cache_features(self.embed, batches, count, fitting.progress, desc="simplenet features"),
+                          fitting)
 
-    def fit_features(self, features: CachedData) -> None:
+    def fit_features(self, features: CachedData, fitting: Fitting) -> None:
         """Train adaptor and discriminator on cached embeddings (N, h, w, D)."""
         c = self.config
         dim = features.tensors[0].shape[-1]
@@ -169,7 +171,7 @@ class SimpleNet(BackboneDetector):
         self.adaptor_.train()
         self.discriminator_.train()
         self.loss_history_ = train(step, features, c.epochs, c.train_batch_size, c.seed, c.time_budget_s,
-                                   desc="simplenet train",
+                                   desc="simplenet train", progress=fitting.progress, checkpoint=fitting.checkpoint,
                                    saved={"adaptor": self.adaptor_, "discriminator": self.discriminator_,
                                           "adaptor_opt": adaptor_opt, "dsc_opt": dsc_opt},
                                    rngs={"noise": noise_generator})

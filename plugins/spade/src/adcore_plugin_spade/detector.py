@@ -22,6 +22,7 @@ import attrs
 import torch
 
 from adcore.config import in_range, one_of, positive_int, strides
+from adcore.detector import Fitting
 from adcore.errors import DataError
 from adcore.features import BackboneConfig, BackboneDetector
 from adcore.modelfile import TensorSpec
@@ -93,10 +94,10 @@ class Spade(BackboneDetector):
         return image, pyramid.permute(0, 2, 3, 1).contiguous()
 
     # -- estimator API ---------------------------------------------------
-    def _fit(self, batches: Iterable[torch.Tensor], count: int) -> None:
+    def _fit(self, batches: Iterable[torch.Tensor], count: int, fitting: Fitting) -> None:
         image_features = pyramid = None
         filled = 0
-        for batch in track_batches(batches, count, "spade features"):
+        for batch in track_batches(fitting.progress, batches, count, "spade features"):
             image, pixels = self.features(batch)
             if pyramid is None:
                 image_features = torch.empty(count, image.shape[1], device=image.device)
