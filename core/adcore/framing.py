@@ -37,6 +37,7 @@ from adcore.data.loading import ImageBatches
 from adcore.detector import Detector, Prediction
 from adcore.errors import ConfigError, DataError
 from adcore.imageio import image_size, read_mask, read_rgb
+from adcore.options import FramingFields
 from adcore.positions import PositionModels, fit_positions
 from adcore.progress import Progress, bar, silent
 from adcore.tiling import TileGrid, cut_tiles, stitch_maps, tile_grid
@@ -64,15 +65,9 @@ class Inspection:
 
 
 @attrs.frozen(kw_only=True)
-class Framing:
-    """A resizing mode or a tiling, with its numbers (checked by :class:`~adcore.options.RunOptions`)."""
-
-    image_size: int = 256
-    resize: str = "squash"
-    tile: int | None = None
-    tile_overlap: float = 0.0
-    tile_scale: float = 1.0
-    per_position: bool = False
+class Framing(FramingFields):
+    """A resizing mode or a tiling, with its numbers (its fields are :class:`~adcore.options.FramingFields`,
+    checked by :class:`~adcore.options.RunOptions`)."""
 
     # -- sizes -----------------------------------------------------------
     @property

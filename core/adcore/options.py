@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from adcore.framing import Framing
 
 __all__ = ["EVAL_SIZES", "HOLDOUT", "IMAGE_SIZE", "QUANTILE", "RESIZE_MODES", "RULES", "SEED", "TILE", "TILE_OVERLAP",
-           "TILE_SCALE", "BenchmarkOptions", "JobOptions", "RunOptions", "check_options", "parse_eval_size"]
+           "TILE_SCALE", "BenchmarkOptions", "FramingFields", "JobOptions", "RunOptions", "check_options",
+           "parse_eval_size"]
 
 #: Side of the square images are resized to: below 32 the backbones' coarsest
 #: stride leaves no feature map; above 4096 one image's features outgrow memory.
@@ -84,19 +85,34 @@ def parse_eval_size(value: str | int) -> str | int:
 
 
 @attrs.define(kw_only=True)
-class JobOptions:
-    """What ``adcore run`` and ``adcore benchmark`` share: the data, its framing, parameters and outputs."""
+class FramingFields:
+    """How images are framed for a detector: the fields of :class:`~adcore.framing.Framing`, which a job takes too.
 
-    data: Path | None = None
-    dataset: str | None = None
-    categories: tuple[str, ...] = ()
-    backbone: str | None = None
+    Attributes:
+        image_size: side of the square images are resized to (--image-size).
+        resize: "squash" or "keep" (--resize).
+        tile: side of the square tiles, None for no tiles (--tile).
+        tile_overlap: share of a tile overlapping its neighbour (--tile-overlap).
+        tile_scale: scale applied before tiling, 1 = native (--tile-scale).
+        per_position: one detector per tile position (--per-position).
+    """
+
     image_size: int = 256
     resize: str = "squash"
     tile: int | None = None
     tile_overlap: float = 0.0
     tile_scale: float = 1.0
     per_position: bool = False
+
+
+@attrs.define(kw_only=True)
+class JobOptions(FramingFields):
+    """What ``adcore run`` and ``adcore benchmark`` share: the data, its framing, parameters and outputs."""
+
+    data: Path | None = None
+    dataset: str | None = None
+    categories: tuple[str, ...] = ()
+    backbone: str | None = None
     eval_size: str | int = "working"
     assignments: Mapping[str, str] = attrs.field(factory=dict)
     holdout: float = 0.1
@@ -116,8 +132,7 @@ class JobOptions:
         """How images are framed for the detector (squash, keep, or tiles)."""
         from adcore.framing import Framing
 
-        return Framing(image_size=self.image_size, resize=self.resize, tile=self.tile,
-                       tile_overlap=self.tile_overlap, tile_scale=self.tile_scale, per_position=self.per_position)
+        return Framing(**{field.name: getattr(self, field.name) for field in attrs.fields(FramingFields)})
 
     def dataset_name(self) -> str:
         """The data set reader: ``--dataset``, else ``folder`` with ``--data``, else the synthetic default."""
