@@ -114,7 +114,7 @@ class Framing(FramingFields):
 
     # -- reading ---------------------------------------------------------
     def read(self, path: Path) -> np.ndarray:
-        """The image at its working resolution, (h, w, 3) uint8, no padding (panels show this)."""
+        """The image at its working resolution, (h, w, 3) uint8, no padding."""
         width, height = image_size(path)
         h, w = self.working_shape(width, height)
         return read_rgb(path, (w, h))
@@ -202,7 +202,6 @@ class Framing(FramingFields):
                 maps.append(stitched[0].numpy())
                 shown.update(1)
         return Inspection(np.array(scores, dtype=np.float32), maps)
-
 
     def _predict_positions(self, scorer: PositionModels, paths: list[Path], batch_size: int,
                            progress: str | None) -> Inspection:

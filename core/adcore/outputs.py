@@ -102,10 +102,8 @@ def _write_panels(folder: Path, category: Category, prediction: Inspection, mask
         for i, sample in enumerate(test):
             image_map = prediction.maps[i]
             shape = eval_shape(result.eval_size, image_size(sample.path), image_map.shape)
-            if shape == image_map.shape:
-                image = framing.read(sample.path)
-            else:
-                image = read_rgb(sample.path, (shape[1], shape[0]))
+            image = read_rgb(sample.path, (shape[1], shape[0]))  # as framing.read at the working size
+            if shape != image_map.shape:
                 image_map = upsample_maps(torch.from_numpy(np.ascontiguousarray(image_map))[None], shape)[0].numpy()
             score = float(prediction.scores[i])
             verdict = "" if image_threshold is None else (

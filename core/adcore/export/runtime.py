@@ -104,8 +104,7 @@ class OnnxModel:
         # with the batch (its arena keeps the peak), and a tiled PatchCore batch of 32 took 8.9 GB.
         parts = [self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(part, np.float32)})
                  for part in np.split(images, range(CPU_FORWARD_BATCH, len(images), CPU_FORWARD_BATCH))]
-        scores = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        maps = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        scores, maps = (np.concatenate([p[k] for p in parts]) for k in (0, 1))
         return scores.astype(np.float32, copy=False), maps.astype(np.float32, copy=False)
 
     def predict(self, images: torch.Tensor | Iterable[torch.Tensor], progress: str | None = "predict") -> Prediction:
