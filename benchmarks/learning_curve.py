@@ -1,4 +1,4 @@
-"""A trained detector's test metrics after growing numbers of epochs, from one training run.
+"""A detector's test metrics after growing numbers of epochs, from one training run.
 
 Why: a trained method far below its paper is either implemented wrongly or trained too
 briefly, and the curve tells the two apart. If the metrics still climb at the CPU
@@ -12,7 +12,8 @@ the modules, optimisers and random generators, so the run is the uninterrupted o
 
 Writes ``curve.json`` in ``--out`` (replaced atomically after every point) and prints one
 line per point: epochs, cumulative training seconds, image / pixel AUROC, AUPRO, and the
-mean loss of every epoch so far.
+mean loss of every epoch so far. Without ``--epochs`` it fits once at the detector's defaults
+(a training-free detector such as PatchCore, for a comparison from the same session).
 """
 
 from __future__ import annotations
@@ -39,16 +40,18 @@ def main() -> None:
     parser.add_argument("--detector", required=True)
     parser.add_argument("--data", type=Path, default=None, help="MVTec-layout root (default: synthetic)")
     parser.add_argument("--category", default=None)
-    parser.add_argument("--epochs", required=True, help="comma-separated, increasing: 10,20,40")
+    parser.add_argument("--epochs", default=None,
+                        help="comma-separated, increasing: 10,20,40 (default: one fit at the detector's defaults)")
     parser.add_argument("--set", dest="assignments", action="append", default=[], help="KEY=VALUE parameter")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    points = [int(e) for e in args.epochs.split(",")]
-    if points != sorted(set(points)) or points[0] < 1:
+    epoch_points = [int(e) for e in args.epochs.split(",")] if args.epochs else []
+    if epoch_points and (epoch_points != sorted(set(epoch_points)) or epoch_points[0] < 1):
         parser.error("--epochs must be increasing positive integers")
+    points: list[int | None] = [*epoch_points] or [None]
 
     assignments = parse_set(tuple(args.assignments))
     options = RunOptions(detector=args.detector, data=args.data, seed=args.seed, image_size=IMAGE_SIZE,
@@ -65,21 +68,24 @@ def main() -> None:
                     "train_images": len(train), "test_images": len(test), "points": []}
     fit_seconds = 0.0
     for epochs in points:
+        epoch_set = {} if epochs is None else {"epochs": str(epochs)}
         options = RunOptions(detector=args.detector, data=args.data, seed=args.seed, image_size=IMAGE_SIZE,
-                             assignments={**assignments, "epochs": str(epochs)})
+                             assignments={**assignments, **epoch_set})
         detector = make_detector(options)
         started = time.perf_counter()
-        detector.fit(ImageBatches(train, IMAGE_SIZE, detector.config.batch_size), checkpoint=place)
+        detector.fit(ImageBatches(train, IMAGE_SIZE, detector.config.batch_size),
+                     checkpoint=None if epochs is None else place)
         fit_seconds += time.perf_counter() - started
         started = time.perf_counter()
         prediction = detector.predict(ImageBatches([s.path for s in test], IMAGE_SIZE, detector.config.batch_size),
                                       progress=None)
         ms_per_image = (time.perf_counter() - started) / len(test) * 1000
         maps = np.asarray(prediction.anomaly_maps, dtype=np.float32)
-        point = {"epochs": epochs, "fit_s_cumulative": round(fit_seconds, 1), "ms_per_image": round(ms_per_image, 1),
+        point = {"epochs": getattr(detector.config, "epochs", None), "fit_s_cumulative": round(fit_seconds, 1),
+                 "ms_per_image": round(ms_per_image, 1),
                  "image_auroc": metrics.image_auroc(labels, prediction.scores),
                  "pixel_auroc": metrics.pixel_auroc(masks, maps), "aupro": metrics.aupro(masks, maps),
-                 "loss": [round(float(v), 4) for v in detector.loss_history_]}
+                 "loss": [round(float(v), 4) for v in getattr(detector, "loss_history_", [])]}
         record["points"].append(point)
         fs.write_json(args.out / "curve.json", record)
         print(json.dumps({k: v for k, v in point.items() if k != "loss"}), "loss", point["loss"], flush=True)
