@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--save-maps", action="store_true",
+                        help="also write every point's test maps and scores (maps-<epochs>.npz, float16)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     epoch_points = [int(e) for e in args.epochs.split(",")] if args.epochs else []
@@ -85,10 +87,29 @@ def main() -> None:
                  "ms_per_image": round(ms_per_image, 1),
                  "image_auroc": metrics.image_auroc(labels, prediction.scores),
                  "pixel_auroc": metrics.pixel_auroc(masks, maps), "aupro": metrics.aupro(masks, maps),
+                 "by_defect": by_defect(test, labels, masks, maps, np.asarray(prediction.scores)),
                  "loss": [round(float(v), 4) for v in getattr(detector, "loss_history_", [])]}
+        if args.save_maps:
+            np.savez_compressed(args.out / f"maps-{point['epochs']}.npz", maps=maps.astype(np.float16),
+                                scores=np.asarray(prediction.scores), labels=labels)
         record["points"].append(point)
         fs.write_json(args.out / "curve.json", record)
-        print(json.dumps({k: v for k, v in point.items() if k != "loss"}), "loss", point["loss"], flush=True)
+        print(json.dumps({k: v for k, v in point.items() if k not in ("loss", "by_defect")}), "loss", point["loss"],
+              flush=True)
+
+
+def by_defect(test: list, labels: np.ndarray, masks: np.ndarray, maps: np.ndarray,
+              scores: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """Image and pixel AUROC of each defect type against the good test images: which defects a
+    method misses, where the mean hides it."""
+    defects = np.array([s.defect for s in test])
+    good = defects == "good"
+    result = {}
+    for defect in sorted(set(defects) - {"good"}):
+        chosen = good | (defects == defect)
+        result[defect] = {"image_auroc": metrics.image_auroc(labels[chosen], scores[chosen]),
+                          "pixel_auroc": metrics.pixel_auroc(masks[chosen], maps[chosen])}
+    return result
 
 
 if __name__ == "__main__":
