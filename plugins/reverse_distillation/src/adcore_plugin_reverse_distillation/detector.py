@@ -60,7 +60,8 @@ class ReverseDistillationConfig(BackboneConfig):
         lr: Adam learning rate (paper: 0.005).
         beta1: Adam β1 (paper: 0.5; β2 = 0.999).
         epochs: training epochs; the paper's setting is 200 (``--set epochs=200``).
-            The default is sized for a CPU (see README).
+            The default 40 is sized for a CPU: on the tyres image AUROC climbs 0.72, 0.83,
+            0.91 at 20, 40, 80 epochs (see README).
         train_batch_size: images per training step (paper: 16).
         time_budget_s: stop training after this many seconds (None: no limit).
         sigma: Gaussian smoothing of the anomaly map, in pixels (paper: 4).
@@ -72,7 +73,7 @@ class ReverseDistillationConfig(BackboneConfig):
     layers: tuple[int, ...] = attrs.field(default=(4, 8, 16), validator=strides())
     lr: float = attrs.field(default=0.005, validator=in_range(0, low_open=True))
     beta1: float = attrs.field(default=0.5, validator=in_range(0, 1, high_open=True))
-    epochs: int = attrs.field(default=20, validator=positive_int)
+    epochs: int = attrs.field(default=40, validator=positive_int)
     train_batch_size: int = attrs.field(default=16, validator=positive_int)
     time_budget_s: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(in_range(0, low_open=True)))
