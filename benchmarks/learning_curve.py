@@ -19,10 +19,12 @@ mean loss of every epoch so far. Without ``--epochs`` it fits once at the detect
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import time
 from pathlib import Path
 
+import attrs
 import numpy as np
 import torch
 from adcore import fs, metrics
@@ -71,9 +73,7 @@ def main() -> None:
     fit_seconds = 0.0
     for epochs in points:
         epoch_set = {} if epochs is None else {"epochs": str(epochs)}
-        options = RunOptions(detector=args.detector, data=args.data, seed=args.seed, image_size=IMAGE_SIZE,
-                             assignments={**assignments, **epoch_set})
-        detector = make_detector(options)
+        detector = make_detector(attrs.evolve(options, assignments={**assignments, **epoch_set}))
         started = time.perf_counter()
         detector.fit(ImageBatches(train, IMAGE_SIZE, detector.config.batch_size),
                      checkpoint=None if epochs is None else place)
@@ -90,8 +90,10 @@ def main() -> None:
                  "by_defect": by_defect(test, labels, masks, maps, np.asarray(prediction.scores)),
                  "loss": [round(float(v), 4) for v in getattr(detector, "loss_history_", [])]}
         if args.save_maps:
-            np.savez_compressed(args.out / f"maps-{point['epochs']}.npz", maps=maps.astype(np.float16),
-                                scores=np.asarray(prediction.scores), labels=labels)
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, maps=maps.astype(np.float16), scores=np.asarray(prediction.scores),
+                                labels=labels)
+            fs.write_file(args.out / f"maps-{point['epochs']}.npz", buffer.getvalue())
         record["points"].append(point)
         fs.write_json(args.out / "curve.json", record)
         print(json.dumps({k: v for k, v in point.items() if k not in ("loss", "by_defect")}), "loss", point["loss"],
