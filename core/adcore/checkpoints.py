@@ -35,6 +35,10 @@ from torch import nn
 from adcore import fs
 from adcore.state import load_modules_state, modules_state
 
+#: Public: the place a caller passes to ``Detector.fit(images, checkpoint=...)``; the rest serves
+#: the core's training loop and runner.
+__all__ = ["Place"]
+
 TENSORS_FILE = "state.safetensors"
 META_FILE = "state.json"
 FORMAT = "adcore-checkpoint"
