@@ -19,20 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from adcore import metrics
 from adcore.checkpoints import Place
 from adcore.data.loading import ImageBatches, load_masks
 from adcore.ops import gaussian_blur, upsample_maps
 from adcore.options import RunOptions
 from adcore.runner import make_detector, open_categories
+from adcore_plugin_reverse_distillation.detector import cosine_distance_maps
 
 SIZE = 256
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=None, help="MVTec-layout root (default: synthetic)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--checkpoint", type=Path, required=True, help="learning_curve.py's checkpoint folder")
     parser.add_argument("--fingerprint", default="curve reverse_distillation [] seed 0")
@@ -51,9 +51,9 @@ def main() -> None:
             teacher = detector.extractor(batch)
             student = detector._student(teacher)
             per_kind: dict[str, list[torch.Tensor]] = {name: [] for name in maps}
+            per_kind["1 - cos (RD)"] = cosine_distance_maps(teacher, student)
             for t, s in zip(teacher, student):
                 scale = t.norm(dim=1).mean()
-                per_kind["1 - cos (RD)"].append(1 - F.cosine_similarity(t, s, dim=1))
                 per_kind["|t - s| / mean |t|"].append((t - s).norm(dim=1) / scale)
                 per_kind["||t| - |s|| / mean |t|"].append((t.norm(dim=1) - s.norm(dim=1)).abs() / scale)
             for name, levels in per_kind.items():
