@@ -65,8 +65,8 @@ def timed(function, repeats: int = 2) -> float:  # type: ignore[no-untyped-def]
     return best
 
 
-def run(count: int, kinds: list[str], test_images: int, coreset_ratio: float) -> None:
-    detector = PatchCore(batch_size=32, coreset_ratio=coreset_ratio)
+def run(count: int, kinds: list[str], test_images: int, coreset_ratio: float, index: str) -> None:
+    detector = PatchCore(batch_size=32, coreset_ratio=coreset_ratio, index=index)
     started = time.perf_counter()
     detector.fit(SyntheticImages(count))
     fit_s = time.perf_counter() - started
@@ -96,12 +96,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,3000,10000", help="training-set sizes, comma-separated")
     parser.add_argument("--indices", default="clustered,exact", help="indices to time, e.g. clustered,exact,ivf")
     parser.add_argument("--coreset-ratio", type=float, default=0.1, help="PatchCore's coreset_ratio (paper: 0.1, 0.01)")
+    parser.add_argument("--index", default="clustered", help="the index PatchCore predicts with (its `index`)")
     parser.add_argument("--test-images", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for count in (int(s) for s in args.sizes.split(",")):
-        run(count, args.indices.split(","), args.test_images, args.coreset_ratio)
+        run(count, args.indices.split(","), args.test_images, args.coreset_ratio, args.index)
 
 
 if __name__ == "__main__":
