@@ -16,6 +16,7 @@ import argparse
 import math
 import time
 
+import attrs
 import torch
 import torch.nn.functional as F
 
@@ -96,7 +97,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,3000,10000", help="training-set sizes, comma-separated")
     parser.add_argument("--indices", default="clustered,exact", help="indices to time, e.g. clustered,exact,ivf")
     parser.add_argument("--coreset-ratio", type=float, default=0.1, help="PatchCore's coreset_ratio (paper: 0.1, 0.01)")
-    parser.add_argument("--index", default="clustered", help="the index PatchCore predicts with (its `index`)")
+    parser.add_argument("--index", default=attrs.fields(PatchCore.Config).index.default,
+                        help="the index PatchCore predicts with (its `index`; default: PatchCore's)")
     parser.add_argument("--test-images", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
