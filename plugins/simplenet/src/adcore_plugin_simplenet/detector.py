@@ -50,7 +50,8 @@ class SimpleNetConfig(BackboneConfig):
         pretrain_embed_dimension: per-level dimension after channel pooling (official: 1536).
         target_embed_dimension: feature dimension D (official: 1536); a backbone whose
             levels have fewer channels in total keeps its native width.
-        noise_std: σ of the Gaussian noise making anomalous features (official: 0.015).
+        noise_std: σ of the Gaussian noise making anomalous features (official: 0.015, for
+            WRN50's features; the default 0.6 was measured for EfficientNet-Lite0, see README).
         dsc_hidden: discriminator hidden width (official: 1024).
         dsc_margin: truncation thresholds th+ = margin, th- = -margin (official: 0.5).
         adaptor_lr: AdamW learning rate of the feature adaptor (official: 1e-4).
@@ -71,7 +72,7 @@ class SimpleNetConfig(BackboneConfig):
     patch_size: int = attrs.field(default=3, validator=positive_int)
     pretrain_embed_dimension: int = attrs.field(default=1536, validator=positive_int)
     target_embed_dimension: int = attrs.field(default=1536, validator=positive_int)
-    noise_std: float = attrs.field(default=0.3, validator=in_range(0, low_open=True))
+    noise_std: float = attrs.field(default=0.6, validator=in_range(0, low_open=True))
     dsc_hidden: int = attrs.field(default=1024, validator=positive_int)
     dsc_margin: float = attrs.field(default=0.5, validator=in_range(0))
     adaptor_lr: float = attrs.field(default=1e-4, validator=in_range(0, low_open=True))
