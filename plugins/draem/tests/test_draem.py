@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adcore.errors import DataError
-from adcore_plugin_draem.detector import DRAEM, lr_milestones
+from adcore_plugin_draem.detector import CPU_MIN_STEPS, DRAEM, lr_milestones, training_epochs
 from adcore.losses import ssim
 from adcore_plugin_draem.losses import focal_loss
 from adcore_plugin_draem.network import DiscriminativeSubNetwork, ReconstructiveSubNetwork
@@ -112,3 +112,11 @@ def test_anomaly_source_folder(tmp_path):
     assert detector.predict(images, progress=None).anomaly_maps.shape == (2, 32, 32)
     with pytest.raises(DataError):
         DRAEM(epochs=1, anomaly_source=str(tmp_path / "missing")).fit(images)
+
+
+def test_cpu_schedule_trains_small_sets_as_many_steps_as_the_set_it_was_sized_on() -> None:
+    assert training_epochs(None, 210, 8) == 10  # the tyre set: 27 steps an epoch, 270 steps
+    assert training_epochs(None, 476, 8) == 10  # larger sets keep the 10 epochs
+    assert training_epochs(None, 40, 8) * 5 >= CPU_MIN_STEPS > (training_epochs(None, 40, 8) - 1) * 5
+    assert training_epochs(3, 40, 8) == 3  # an explicit epoch count is kept as given
+    assert DRAEM(schedule="paper").config.epochs == 700
