@@ -62,7 +62,7 @@ def main() -> None:
     sim_truth = np.concatenate([np.zeros((len(good), SIZE, SIZE), bool), sim_masks[:, 0].numpy() > 0.5])
     sim_maps = np.asarray(both.anomaly_maps, dtype=np.float32)
     result = {
-        "set": options.assignments, "epochs": detector.config.epochs, "fit_s": round(fit_s, 1),
+        "set": options.assignments, "epochs": len(detector.loss_history_), "fit_s": round(fit_s, 1),
         "ms_per_image": round(ms_per_image, 1), "loss": [round(float(v), 4) for v in detector.loss_history_],
         "real": {"image_auroc": metrics.image_auroc(labels, real.scores),
                  "pixel_auroc": metrics.pixel_auroc(masks, real_maps), "aupro": metrics.aupro(masks, real_maps)},
