@@ -78,7 +78,7 @@ class SimpleNetConfig(BackboneConfig):
     adaptor_lr: float = attrs.field(default=1e-4, validator=in_range(0, low_open=True))
     dsc_lr: float = attrs.field(default=2e-4, validator=in_range(0, low_open=True))
     dsc_weight_decay: float = attrs.field(default=1e-5, validator=in_range(0))
-    epochs: int = attrs.field(default=10, validator=positive_int)
+    epochs: int = attrs.field(default=30, validator=positive_int)
     train_batch_size: int = attrs.field(default=8, validator=positive_int)
     time_budget_s: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(in_range(0, low_open=True)))
