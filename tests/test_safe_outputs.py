@@ -182,6 +182,24 @@ def test_replacing_a_prediction_and_removing_stale_staging(workspace, tmp_path):
     assert staging_folders(tmp_path) == [lookalike.parent]
 
 
+def test_an_unmarked_staging_folder_goes_only_if_empty_and_its_named_process_is_dead_here(tmp_path):
+    """A writer killed between mkdir and its marker leaves an empty folder (seen in CI's killed-worker grid)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = fs._host_tag()
+    killed = tmp_path / f"{fs.STAGING_PREFIX}new-{here}-{dead.pid}-0000-out"
+    running = tmp_path / f"{fs.STAGING_PREFIX}new-{here}-{os.getppid()}-0001-out"
+    elsewhere = tmp_path / f"{fs.STAGING_PREFIX}new-{here}x-{dead.pid}-0002-out"  # another host's
+    for folder in (killed, running, elsewhere):
+        folder.mkdir()
+    not_empty = plant(tmp_path / f"{fs.STAGING_PREFIX}new-{here}-{dead.pid}-0003-out")
+    kind = fs.Kind(label="a test folder", format="adcore-test")
+    fs.replace_folder(tmp_path / "out", lambda staging: (staging / "result.txt").write_text("new"), kind)
+    assert not killed.exists()
+    assert running.is_dir() and elsewhere.is_dir() and not_empty.read_text() == "mine"
+    assert (tmp_path / "out" / "result.txt").read_text() == "new"
+
+
 def test_rerunning_replaces_the_result_and_keeps_the_rest(trained, tiny_root, tmp_path):
     results = tmp_path / "results"
     shutil.copytree(trained, results)

@@ -215,9 +215,17 @@ def clean_stale(parent: Path) -> None:
         if not entry.name.startswith(STAGING_PREFIX) or entry.is_symlink() or not entry.is_dir():
             continue
         marker = _read_marker(entry / MARKER)
-        pid = marker.get("pid")
-        if marker.get("host") == host and isinstance(pid, int) and pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(entry, ignore_errors=True)
+        if marker:
+            pid = marker.get("pid")
+            if marker.get("host") == host and isinstance(pid, int) and pid != os.getpid() and not _alive(pid):
+                shutil.rmtree(entry, ignore_errors=True)
+            continue
+        # A writer killed between creating its folder and marking it leaves it empty; its
+        # name says which process on which host made it. rmdir never removes a non-empty folder.
+        pid = _named_owner(entry.name)
+        if pid is not None and pid != os.getpid() and not _alive(pid):
+            with contextlib.suppress(OSError):
+                entry.rmdir()
 
 
 # --------------------------------------------------------------------------- single files
@@ -336,7 +344,21 @@ def _new_staging(target: Path, kind: Kind) -> Path:
 
 
 def _new_name(target: Path, role: str) -> Path:
-    return target.with_name(f"{STAGING_PREFIX}{role}-{os.getpid()}-{secrets.token_hex(4)}-{target.name[:100]}")
+    return target.with_name(f"{STAGING_PREFIX}{role}-{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}-"
+                            f"{target.name[:100]}")
+
+
+def _host_tag() -> str:
+    """This host's name without dashes (the name's field separator), short enough for any file name."""
+    return "".join(c for c in socket.gethostname() if c.isascii() and c.isalnum())[:32] or "host"
+
+
+def _named_owner(name: str) -> int | None:
+    """The process id in a staging folder's name when this host made it, else None."""
+    fields = name[len(STAGING_PREFIX):].split("-", 4)
+    if len(fields) == 5 and fields[0] in ("new", "old") and fields[1] == _host_tag() and fields[2].isdigit():
+        return int(fields[2])
+    return None
 
 
 def _make_dirs(folder: Path) -> list[Path]:
