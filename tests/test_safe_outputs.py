@@ -183,7 +183,10 @@ def test_replacing_a_prediction_and_removing_stale_staging(workspace, tmp_path):
 
 
 def test_an_unmarked_staging_folder_goes_only_if_empty_and_its_named_process_is_dead_here(tmp_path):
-    """A writer killed between mkdir and its marker leaves an empty folder (seen in CI's killed-worker grid)."""
+    """A writer killed between mkdir and its marker leaves an empty or half-marked folder.
+
+    Seen in CI: the killed-worker grid's second worker, stopped by the broken pool.
+    """
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     here = fs._host_tag()
@@ -193,9 +196,12 @@ def test_an_unmarked_staging_folder_goes_only_if_empty_and_its_named_process_is_
     for folder in (killed, running, elsewhere):
         folder.mkdir()
     not_empty = plant(tmp_path / f"{fs.STAGING_PREFIX}new-{here}-{dead.pid}-0003-out")
+    half_marked = tmp_path / f"{fs.STAGING_PREFIX}new-{here}-{dead.pid}-0004-out"  # killed writing its marker
+    half_marked.mkdir()
+    (half_marked / f".adcore-tmp-{dead.pid}-0000-{fs.MARKER}").write_text('{"format": "adc')
     kind = fs.Kind(label="a test folder", format="adcore-test")
     fs.replace_folder(tmp_path / "out", lambda staging: (staging / "result.txt").write_text("new"), kind)
-    assert not killed.exists()
+    assert not killed.exists() and not half_marked.exists()
     assert running.is_dir() and elsewhere.is_dir() and not_empty.read_text() == "mine"
     assert (tmp_path / "out" / "result.txt").read_text() == "new"
 

@@ -220,11 +220,14 @@ def clean_stale(parent: Path) -> None:
             if marker.get("host") == host and isinstance(pid, int) and pid != os.getpid() and not _alive(pid):
                 shutil.rmtree(entry, ignore_errors=True)
             continue
-        # A writer killed between creating its folder and marking it leaves it empty; its
-        # name says which process on which host made it. rmdir never removes a non-empty folder.
+        # A writer killed between creating its folder and marking it leaves the folder empty, or
+        # holding only its own half-written marker (a temp file named by its pid); the folder's
+        # name says which process on which host made it. rmdir never removes anything else.
         pid = _named_owner(entry.name)
         if pid is not None and pid != os.getpid() and not _alive(pid):
             with contextlib.suppress(OSError):
+                for partial in entry.glob(f"{_TMP_PREFIX}{pid}-*"):
+                    partial.unlink()
                 entry.rmdir()
 
 
